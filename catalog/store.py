@@ -1,0 +1,291 @@
+"""`Catalog`: the few Milvus calls the loader and the search service make, in MilvusClient style.
+
+Collection name first, then data; plain dicts and lists in and out. The client is created on first use
+and re-created after a connection failure, so a service started before Milvus recovers by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from pymilvus import MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from catalog import schema as S
+from catalog.errors import CatalogError, FingerprintMismatch
+
+log = logging.getLogger(__name__)
+
+
+def names_filter(names: Iterable[str]) -> str:
+    """Return `name in [...]` with every name quoted and escaped, never spliced in raw.
+
+    pymilvus's own `ids=` path wraps names in quotes without escaping, so a name holding a quote would
+    break (or change) the expression; json.dumps gives Go-compatible escapes for the Milvus parser.
+    """
+    quoted = ",".join(json.dumps(str(n), ensure_ascii=False) for n in names)
+    return f"{S.NAME_FIELD} in [{quoted}]"
+
+
+class Catalog:
+    """One Milvus collection of image vectors keyed by image name."""
+
+    def __init__(self, uri: str, token: str = "", collection: str = "images", timeout: float = 10.0):
+        self.uri = uri
+        self.token = token
+        self.collection = collection
+        self.timeout = timeout
+        self._client: MilvusClient | None = None
+        self._lock = threading.Lock()
+        self._props: dict[str, str] | None = None
+
+    # -- connection -------------------------------------------------------------------------------
+    @property
+    def client(self) -> MilvusClient:
+        """The MilvusClient, connected on first use."""
+        with self._lock:
+            if self._client is None:
+                try:
+                    self._client = MilvusClient(uri=self.uri, token=self.token, timeout=self.timeout)
+                except Exception as exc:  # pymilvus raises several types for "cannot connect"
+                    raise CatalogError(
+                        f"cannot reach Milvus at {self.uri}: {exc}. Start it (make run, or docker compose up) "
+                        "or set MILVUS_URI."
+                    ) from exc
+            return self._client
+
+    def reset(self) -> None:
+        """Drop the connection so the next call reconnects (after Milvus restarted)."""
+        with self._lock:
+            client, self._client = self._client, None
+            self._props = None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # closing a dead channel may raise; nothing to keep
+                pass
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call a MilvusClient method; on failure reset the connection and raise CatalogError."""
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            return getattr(self.client, method)(*args, **kwargs)
+        except CatalogError:
+            raise
+        except MilvusException as exc:
+            if _is_connection_error(exc):
+                self.reset()
+            raise CatalogError(f"Milvus {method} failed: {exc}") from exc
+        except Exception as exc:
+            self.reset()
+            raise CatalogError(f"Milvus {method} failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.reset()
+
+    # -- collection -------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        """Whether the collection exists."""
+        return bool(self._call("has_collection", self.collection))
+
+    def properties(self) -> dict[str, str]:
+        """The collection's properties (fingerprint, dim, schema version); cached."""
+        if self._props is None:
+            desc = self._call("describe_collection", self.collection)
+            self._props = {str(k): str(v) for k, v in (desc.get("properties") or {}).items()}
+        return self._props
+
+    def fingerprint(self) -> str | None:
+        """The feature fingerprint recorded with the collection, or None when it has none."""
+        return self.properties().get(S.PROP_FINGERPRINT) or None
+
+    def dim(self) -> int | None:
+        """The vector dimension of the collection."""
+        desc = self._call("describe_collection", self.collection)
+        for f in desc["fields"]:
+            if f["name"] == S.VECTOR_FIELD:
+                return int(f["params"]["dim"])
+        return None
+
+    def create(self, dim: int, fingerprint: str, index: S.IndexSpec | None = S.DEFAULT_INDEX) -> None:
+        """Create the collection; with `index`, also build the (empty) index and load it."""
+        props = {S.PROP_FINGERPRINT: fingerprint, S.PROP_DIM: str(dim), S.PROP_SCHEMA_VERSION: S.SCHEMA_VERSION}
+        self._call(
+            "create_collection",
+            self.collection,
+            schema=S.build_schema(dim),
+            index_params=S.build_index_params(index) if index else None,
+            consistency_level="Bounded",
+            properties=props,
+        )
+        self._props = None
+        log.info("created collection %s (dim=%d, fingerprint=%s)", self.collection, dim, fingerprint)
+
+    def ensure(
+        self,
+        dim: int,
+        fingerprint: str,
+        index: S.IndexSpec | None = S.DEFAULT_INDEX,
+        force: bool = False,
+    ) -> bool:
+        """Create the collection when missing, else check it fits; returns True when it was created.
+
+        Raises FingerprintMismatch (unless `force`) or CatalogError on a dimension mismatch.
+        """
+        if not self.exists():
+            self.create(dim, fingerprint, index)
+            return True
+        have_dim = self.dim()
+        if have_dim != dim:
+            raise CatalogError(
+                f"collection {self.collection!r} stores {have_dim}-d vectors, these are {dim}-d: "
+                "use another collection (COLLECTION=... or --collection)"
+            )
+        self.check_fingerprint(fingerprint, force=force)
+        return False
+
+    def check_fingerprint(self, fingerprint: str | None, force: bool = False) -> None:
+        """Raise FingerprintMismatch when `fingerprint` differs from the collection's."""
+        have = self.fingerprint()
+        if have and fingerprint and have != fingerprint and not force:
+            raise FingerprintMismatch(self.collection, have, fingerprint)
+
+    def drop(self) -> None:
+        """Drop the collection (tests and benchmarks)."""
+        if self.exists():
+            self._call("drop_collection", self.collection)
+        self._props = None
+
+    # -- index and loading ------------------------------------------------------------------------
+    def has_index(self) -> bool:
+        """Whether the vector field has an index."""
+        return bool(self._call("list_indexes", self.collection, field_name=S.VECTOR_FIELD))
+
+    def index_spec(self) -> S.IndexSpec | None:
+        """The IndexSpec of the existing vector index, or None."""
+        if not self.has_index():
+            return None
+        desc = self._call("describe_index", self.collection, index_name=S.VECTOR_FIELD)
+        kind = desc.get("index_type", "HNSW")
+        params = {k: v for k, v in desc.items() if k in ("M", "efConstruction", "nlist")}
+        return S.IndexSpec(kind, build_params={k: int(v) for k, v in params.items()})
+
+    def build_index(self, index: S.IndexSpec = S.DEFAULT_INDEX) -> None:
+        """Build the vector index (no-op when one exists); waits until it is built."""
+        if self.has_index():
+            return
+        self._call("create_index", self.collection, S.build_index_params(index), timeout=None)
+
+    def load(self) -> None:
+        """Load the collection into query nodes (idempotent)."""
+        self._call("load_collection", self.collection, timeout=None)
+
+    def is_loaded(self) -> bool:
+        """Whether the collection is loaded and can be searched."""
+        state = self._call("get_load_state", self.collection)
+        return str(state.get("state")).endswith("Loaded") and "NotLoad" not in str(state.get("state"))
+
+    def flush(self) -> None:
+        """Seal growing segments and persist them."""
+        self._call("flush", self.collection, timeout=None)
+
+    # -- rows -------------------------------------------------------------------------------------
+    def upsert(self, names: Sequence[str], vectors: np.ndarray, metas: Sequence[dict] | None = None) -> int:
+        """Insert or replace rows by name; returns the number written."""
+        if len(names) == 0:
+            return 0
+        rows = [
+            {S.NAME_FIELD: n, S.VECTOR_FIELD: v, S.META_FIELD: (metas[i] if metas else {}) or {}}
+            for i, (n, v) in enumerate(zip(names, np.asarray(vectors, dtype=np.float32).tolist()))
+        ]
+        res = self._call("upsert", self.collection, rows)
+        return int(res.get("upsert_count", len(rows)))
+
+    def delete(self, names: Sequence[str]) -> None:
+        """Delete rows by name."""
+        if names:
+            self._call("delete", self.collection, filter=names_filter(names))
+
+    def get(self, names: Sequence[str], with_vectors: bool = False) -> list[dict]:
+        """Rows for `names` (those that exist), with meta and optionally vectors."""
+        if not names:
+            return []
+        fields = [S.NAME_FIELD, S.META_FIELD] + ([S.VECTOR_FIELD] if with_vectors else [])
+        return list(
+            self._call(
+                "query",
+                self.collection,
+                filter=names_filter(names),
+                output_fields=fields,
+                consistency_level="Strong",
+            )
+        )
+
+    def existing(self, names: Sequence[str]) -> set[str]:
+        """The subset of `names` already stored (Strong consistency)."""
+        if not names:
+            return set()
+        rows = self._call(
+            "query", self.collection, filter=names_filter(names), output_fields=[S.NAME_FIELD],
+            consistency_level="Strong",
+        )
+        return {r[S.NAME_FIELD] for r in rows}
+
+    def count(self) -> int:
+        """Exact number of live rows (Strong consistency: counts every acknowledged write)."""
+        rows = self._call(
+            "query", self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong"
+        )
+        return int(rows[0]["count(*)"])
+
+    def search(
+        self,
+        vectors: np.ndarray,
+        top_k: int = 10,
+        index: S.IndexSpec | None = None,
+        params: dict[str, Any] | None = None,
+        with_meta: bool = True,
+        consistency_level: str | None = None,
+    ) -> list[list[dict]]:
+        """ANN search; returns per query a list of {"name", "score", "meta"} best first.
+
+        The score is the cosine similarity (Milvus's COSINE "distance" is a similarity).
+        """
+        spec = index or S.DEFAULT_INDEX
+        kwargs: dict[str, Any] = {}
+        if consistency_level:
+            kwargs["consistency_level"] = consistency_level
+        res = self._call(
+            "search",
+            self.collection,
+            data=np.asarray(vectors, dtype=np.float32).reshape(-1, np.shape(vectors)[-1]).tolist(),
+            limit=top_k,
+            anns_field=S.VECTOR_FIELD,
+            search_params=S.search_params(spec, params),
+            output_fields=[S.META_FIELD] if with_meta else [],
+            **kwargs,
+        )
+        out = []
+        for hits in res:
+            out.append(
+                [
+                    {
+                        "name": h["id"],
+                        "score": float(h["distance"]),
+                        "meta": (h.get("entity") or {}).get(S.META_FIELD) or {},
+                    }
+                    for h in hits
+                ]
+            )
+        return out
+
+
+def _is_connection_error(exc: MilvusException) -> bool:
+    text = str(exc).lower()
+    return any(w in text for w in ("unavailable", "connect", "deadline", "timeout", "not ready", "closed"))

@@ -1,0 +1,159 @@
+"""`make run`: Milvus, extractor and search service on 127.0.0.1, a sample catalogue, Ctrl-C stops all.
+
+Environment: MILVUS_PORT (19530), EXTRACTOR_PORT (8001), SEARCH_PORT (5000), DATA_DIR (./data),
+IMAGES (a folder of your own pictures to index instead of the samples), plus the services' own variables
+(COLLECTION, EXTRACTOR_WEIGHTS, ...), passed through.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from localstack.milvus_server import MilvusServer, port_open
+from localstack import sample_images
+
+log = logging.getLogger("localstack")
+STOP_GRACE_S = 8  # per service; the whole stack stops well within 30 s
+
+
+class Child:
+    """A service started as `python -m module`, its output in a log file."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path):
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", *args], env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,  # we stop the children ourselves, in order
+            )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+
+def wait_http(url: str, child: Child, timeout: float) -> None:
+    """Wait until `url` answers 200, failing early if the child died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not child.alive():
+            raise SystemExit(f"{child.name} exited; see {child.log_path}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{child.name} not ready after {timeout:.0f}s; see {child.log_path}")
+
+
+def catalogue_size(milvus_uri: str, collection: str) -> int:
+    """Rows in the collection, 0 when it does not exist."""
+    from catalog import Catalog
+
+    cat = Catalog(milvus_uri, collection=collection)
+    try:
+        return cat.count() if cat.exists() else 0
+    finally:
+        cat.close()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    data = Path(os.environ.get("DATA_DIR", "data")).resolve()
+    milvus_port = int(os.environ.get("MILVUS_PORT", "19530"))
+    extractor_port = int(os.environ.get("EXTRACTOR_PORT", "8001"))
+    search_port = int(os.environ.get("SEARCH_PORT", "5000"))
+    collection = os.environ.get("COLLECTION", "images")
+    image_root = Path(os.environ.get("IMAGE_ROOT", data / "images")).resolve()
+    logs = data / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for port, what in ((extractor_port, "EXTRACTOR_PORT"), (search_port, "SEARCH_PORT")):
+        if port_open("127.0.0.1", port):
+            raise SystemExit(f"port {port} is in use ({what}): stop what runs there or set {what}=...")
+
+    milvus = MilvusServer(data / "milvus", port=milvus_port)
+    children: list[Child] = []
+    stopping = False
+
+    def on_signal(signum, frame):  # Ctrl-C or SIGTERM: unwind through the finally below
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        log.info("starting Milvus on 127.0.0.1:%d (data in %s)", milvus_port, milvus.data_dir)
+        milvus.start()
+        env = {
+            **os.environ,
+            "MILVUS_URI": milvus.uri,
+            "EXTRACTOR_URL": f"http://127.0.0.1:{extractor_port}",
+            "COLLECTION": collection,
+            "IMAGE_ROOT": str(image_root),
+            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+        }
+        log.info("starting extractor on 127.0.0.1:%d (log: %s)", extractor_port, logs / "extractor.log")
+        extractor = Child("extractor", ["extractor_service", "--host", "127.0.0.1", "--port", str(extractor_port)],
+                          env, logs)
+        children.append(extractor)
+        log.info("starting search service on 127.0.0.1:%d (log: %s)", search_port, logs / "search.log")
+        search = Child("search", ["search_service", "--host", "127.0.0.1", "--port", str(search_port)], env, logs)
+        children.append(search)
+        wait_http(f"http://127.0.0.1:{extractor_port}/readyz", extractor, timeout=300)
+        wait_http(f"http://127.0.0.1:{search_port}/healthz", search, timeout=60)
+
+        count = catalogue_size(milvus.uri, collection)
+        if count == 0:
+            source = Path(os.environ["IMAGES"]).resolve() if os.environ.get("IMAGES") else None
+            files = sample_images.populate(image_root, source)
+            log.info("collection %r is empty: indexing %d images from %s", collection, len(files), image_root)
+            loader = subprocess.run(
+                [sys.executable, "-m", "loader", "index", str(image_root)], env=env, check=False
+            )
+            if loader.returncode != 0:
+                raise SystemExit(f"indexing the sample catalogue failed (exit {loader.returncode})")
+        else:
+            log.info("collection %r has %d images: not re-indexing", collection, count)
+
+        print(f"\n  Search by image:  http://127.0.0.1:{search_port}/\n  Ctrl-C stops everything.\n", flush=True)
+        while True:
+            for child in children:
+                if not child.alive():
+                    raise SystemExit(f"{child.name} stopped unexpectedly; see {child.log_path}")
+            if not milvus.running:
+                raise SystemExit(f"Milvus stopped unexpectedly; see {milvus.data_dir / 'logs'}")
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
+        log.info("stopping ...")
+        for child in reversed(children):
+            child.stop()
+        milvus.stop(grace=12)
+        log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
