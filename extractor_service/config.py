@@ -1,0 +1,84 @@
+"""Extractor settings from environment variables, each with a documented default.
+
+| variable                        | default     | meaning                                                   |
+|---------------------------------|-------------|-----------------------------------------------------------|
+| EXTRACTOR_WEIGHTS               | auto        | imagenet, hed-vgg16, a weights file path, or auto         |
+| EXTRACTOR_INPUT_SIZE            | 224         | square model input side in pixels                         |
+| EXTRACTOR_PRECISION             | fp32        | fp32, bf16 or fp16 (mixed precision; own fingerprint)     |
+| EXTRACTOR_MAX_BATCH_SIZE        | 32          | most images in one model call                             |
+| EXTRACTOR_MAX_WAIT_MS           | 5           | how long a batch waits for more images before it runs     |
+| EXTRACTOR_MAX_QUEUE             | 512         | images waiting for the model before requests get 503      |
+| EXTRACTOR_MAX_FILE_BYTES        | 20000000    | largest accepted image file (20 MB)                       |
+| EXTRACTOR_MAX_PIXELS            | 40000000    | largest accepted image (40 megapixels; decompression bombs)|
+| EXTRACTOR_MAX_PARTS             | 64          | most `image` parts in one request                         |
+| EXTRACTOR_MAX_REQUEST_BYTES     | 100000000   | largest accepted request body                             |
+| EXTRACTOR_DECODE_THREADS        | CPU count   | threads that decode and resize images                     |
+| EXTRACTOR_HTTP_THREADS          | 32          | gunicorn gthread threads (concurrent requests)            |
+| EXTRACTOR_REQUEST_TIMEOUT_S     | 120         | how long one request waits for its vectors                |
+| EXTRACTOR_RUNTIME               | tensorflow  | tensorflow, or openvino (CPU; optional package)           |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ExtractorConfig:
+    """Everything the extractor reads from its environment; see the module docstring for meanings."""
+
+    weights: str = "auto"
+    input_size: int = 224
+    precision: str = "fp32"
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+    max_queue: int = 512
+    max_file_bytes: int = 20_000_000
+    max_pixels: int = 40_000_000
+    max_parts: int = 64
+    max_request_bytes: int = 100_000_000
+    decode_threads: int = field(default_factory=_cpu_count)
+    http_threads: int = 32
+    request_timeout_s: float = 120.0
+    runtime: str = "tensorflow"
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"EXTRACTOR_PRECISION must be fp32, bf16 or fp16. Received: {self.precision!r}")
+        if self.runtime not in ("tensorflow", "openvino"):
+            raise ValueError(f"EXTRACTOR_RUNTIME must be tensorflow or openvino. Received: {self.runtime!r}")
+        if self.input_size < 32:
+            raise ValueError(f"EXTRACTOR_INPUT_SIZE must be at least 32 (VGG16). Received: {self.input_size}")
+        for name in ("max_batch_size", "max_queue", "max_file_bytes", "max_pixels", "max_parts",
+                     "max_request_bytes", "decode_threads", "http_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"EXTRACTOR_{name.upper()} must be at least 1. Received: {getattr(self, name)}")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "ExtractorConfig":
+        """Read EXTRACTOR_* variables (see module docstring); `overrides` win over the environment."""
+        env = os.environ if environ is None else environ
+        values: dict = {}
+        for f in fields(cls):
+            raw = env.get("EXTRACTOR_" + f.name.upper())
+            if raw is None or raw.strip() == "":
+                continue
+            kind = f.type if isinstance(f.type, str) else f.type.__name__
+            try:
+                values[f.name] = int(raw) if kind == "int" else float(raw) if kind == "float" else raw.strip()
+            except ValueError:
+                raise ValueError(f"EXTRACTOR_{f.name.upper()} must be a number. Received: {raw!r}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def with_(self, **changes) -> "ExtractorConfig":
+        """A copy with some fields changed (tests, benchmarks)."""
+        return replace(self, **changes)

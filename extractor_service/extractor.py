@@ -1,0 +1,121 @@
+"""The extractor: image bytes in, vectors (or one error per bad image) out.
+
+Owns the three heavy parts, created once and handed to the web app: a thread pool that decodes and
+resizes images, the dynamic batcher, and the model. `load_extractor(config)` builds it all and warms it up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
+
+import numpy as np
+
+from extractor_service.batching import DynamicBatcher
+from extractor_service.config import ExtractorConfig
+from extractor_service.metrics import ExtractorMetrics
+from extractor_service.preprocessing import ImageError, load_image
+from extractor_service.weights import ResolvedWeights, fingerprint, resolve_weights
+
+log = logging.getLogger(__name__)
+
+
+class Extractor:
+    """Decode pool + dynamic batcher around a model callable `(N, s, s, 3) float32 -> (N, dim) float32`."""
+
+    def __init__(self, config: ExtractorConfig, model: Callable[[np.ndarray], np.ndarray], *,
+                 fingerprint: str, weights_name: str, dim: int = 512, device: str = "CPU",
+                 metrics: ExtractorMetrics | None = None):
+        self.config = config
+        self.model = model
+        self.fingerprint = fingerprint
+        self.weights_name = weights_name
+        self.dim = dim
+        self.device = device
+        self.metrics = metrics or ExtractorMetrics()
+        self.decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
+        self.batcher = DynamicBatcher(
+            self._run_model, max_batch_size=config.max_batch_size, max_wait_s=config.max_wait_ms / 1000.0,
+            max_queue=config.max_queue, on_batch=self.metrics.observe_batch, name="model-batcher",
+        )
+
+    def _run_model(self, images: list[np.ndarray]) -> np.ndarray:
+        vectors = self.model(np.stack(images))
+        return list(vectors)
+
+    def info(self) -> dict:
+        """What /v1/info serves."""
+        return {
+            "model": "vgg16",
+            "weights": self.weights_name,
+            "dim": self.dim,
+            "input_size": self.config.input_size,
+            "pooling": "max",
+            "normalized": True,
+            "precision": self.config.precision,
+            "device": self.device,
+            "fingerprint": self.fingerprint,
+        }
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """One image's bytes -> model input (runs on the decode pool); raises ImageError."""
+        start = time.perf_counter()
+        try:
+            return load_image(data, self.config.input_size, self.config.max_file_bytes, self.config.max_pixels)
+        finally:
+            self.metrics.stage_seconds.labels("decode").observe(time.perf_counter() - start)
+
+    def extract(self, blobs: Sequence[bytes]) -> list[np.ndarray | ImageError]:
+        """Vectors for image bytes, in order; a bad image gives its ImageError in its place.
+
+        Raises BatcherOverloaded when too many images wait, TimeoutError past the request timeout.
+        """
+        decoded = list(self.decode_pool.map(_capture(self.decode), blobs))
+        good = [i for i, d in enumerate(decoded) if not isinstance(d, ImageError)]
+        results: list = list(decoded)
+        if good:
+            self.metrics.queue_depth.set(self.batcher.queued)
+            vectors = self.batcher([decoded[i] for i in good], timeout=self.config.request_timeout_s)
+            for i, v in zip(good, vectors):
+                results[i] = v
+        for r in results:
+            self.metrics.images.labels(r.code if isinstance(r, ImageError) else "ok").inc()
+        return results
+
+    def close(self) -> None:
+        """Stop the batcher and the decode pool."""
+        self.batcher.close()
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _capture(fn):
+    """Wrap fn so an ImageError is returned instead of raised (pool.map would stop at the first)."""
+
+    def wrapped(arg):
+        try:
+            return fn(arg)
+        except ImageError as exc:
+            return exc
+
+    return wrapped
+
+
+def load_extractor(config: ExtractorConfig, weights: ResolvedWeights | None = None,
+                   metrics: ExtractorMetrics | None = None) -> Extractor:
+    """Resolve weights, build and warm the model, and wrap it in an Extractor (takes seconds)."""
+    from extractor_service.model import FeatureModel
+
+    start = time.perf_counter()
+    weights = weights or resolve_weights(config.weights)
+    fp = fingerprint(weights.digest, config.input_size, config.precision)
+    model = FeatureModel(weights, config.input_size, config.precision)
+    warm = model.warm_up((1, min(config.max_batch_size, 4)))
+    log.info(
+        "model ready: vgg16 weights=%s (%s, %s layout) input=%d precision=%s device=%s fingerprint=%s "
+        "(load %.1fs, warm-up %.1fs)", weights.name, weights.path, weights.layout, config.input_size,
+        config.precision, model.device, fp, time.perf_counter() - start - warm, warm,
+    )
+    return Extractor(config, model, fingerprint=fp, weights_name=weights.name, dim=model.dim,
+                     device=model.device, metrics=metrics)
