@@ -1,0 +1,61 @@
+"""The app factory: `create_app(config=None, catalog=None, extractor=None)`."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from catalog import Catalog, ExtractorClient
+from search_service.config import Config
+from search_service.errors import register_error_handlers
+from search_service.files import ImageFiles
+from search_service.guard import ModelGuard
+from search_service.metrics import Metrics
+from search_service.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Config | None = None, catalog: Catalog | None = None, extractor=None) -> Flask:
+    """Build the search service app.
+
+    `config` defaults to the environment (see search_service.config). The Milvus catalogue and the
+    extractor client are created here once unless passed in (tests pass fakes or their own); neither
+    connects until first used, so the service starts even while its dependencies are down.
+    """
+    config = config or Config.from_env()
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=config.max_upload_bytes, SEARCH=config, JSON_SORT_KEYS=False)
+    app.json.sort_keys = False  # keep "results" first, as documented
+
+    # Long-lived resources, one set per app.
+    if catalog is None:
+        catalog = Catalog(config.milvus_uri, config.milvus_token, config.collection, config.milvus_timeout)
+    if extractor is None:
+        extractor = ExtractorClient(config.extractor_url, config.extractor_connect_timeout,
+                                    config.extractor_read_timeout, config.extractor_retries,
+                                    pool_size=max(4, config.threads))
+        # Health checks must answer quickly even when the extractor is slow.
+        probe = ExtractorClient(config.extractor_url, config.extractor_connect_timeout, read_timeout=3.0,
+                                retries=0, pool_size=2)
+    else:
+        probe = extractor
+    metrics = Metrics()
+    app.extensions["search_service"] = Services(
+        config=config, catalog=catalog, extractor=extractor, probe=probe,
+        guard=ModelGuard(catalog, probe, ttl=config.guard_ttl), files=ImageFiles(config.image_root),
+        metrics=metrics,
+    )
+
+    # JSON errors, metrics hooks, then the blueprints.
+    register_error_handlers(app)
+    metrics.install(app)
+    from search_service import api, health, web
+
+    app.register_blueprint(api.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(web.bp)
+    log.info("search service: collection %s on %s, extractor %s, images in %s",
+             config.collection, config.milvus_uri, config.extractor_url, config.image_root)
+    return app

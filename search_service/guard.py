@@ -1,0 +1,119 @@
+"""The model guard: vectors from one model never meet a collection built by another.
+
+The collection records the fingerprint of the model that filled it; the extractor reports the
+fingerprint of the model it runs (with every extraction, and on /v1/info). Both are cached for a few
+seconds, because they change only when someone re-creates the collection or swaps the extractor; a
+failed lookup is not cached, and a mismatch is re-checked against fresh values before it is reported,
+so the guard recovers as soon as the dependency or the configuration is fixed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from catalog import Catalog
+from catalog import schema as S
+from catalog.errors import FingerprintMismatch
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What the guard knows about the collection."""
+
+    exists: bool
+    fingerprint: str | None = None
+    dim: int | None = None
+    index: S.IndexSpec | None = None
+
+
+@dataclass(frozen=True)
+class ExtractorInfo:
+    """The extractor's model identity."""
+
+    fingerprint: str
+    dim: int
+
+
+class ModelGuard:
+    """Cached fingerprints of the collection and the extractor, and the check between them."""
+
+    def __init__(self, catalog: Catalog, extractor: Any, ttl: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.catalog = catalog
+        self.extractor = extractor
+        self.ttl = ttl
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._collection: tuple[float, CollectionInfo] | None = None
+        self._extractor: tuple[float, ExtractorInfo] | None = None
+
+    def _fresh(self, entry: tuple[float, Any] | None) -> Any:
+        if entry is not None and self.clock() - entry[0] < self.ttl:
+            return entry[1]
+        return None
+
+    def invalidate(self) -> None:
+        """Forget both cached values (after creating the collection, or before a re-check)."""
+        with self._lock:
+            self._collection = None
+            self._extractor = None
+
+    def collection(self, refresh: bool = False) -> CollectionInfo:
+        """The collection's existence, fingerprint, dimension and index; raises CatalogError."""
+        cached = None if refresh else self._fresh(self._collection)
+        if cached is not None:
+            return cached
+        if not self.catalog.exists():
+            info = CollectionInfo(exists=False)
+        else:
+            # Catalog caches properties for its lifetime; a re-created collection must be re-read.
+            # (Catalog has no public refresh; asked the lead for one.)
+            self.catalog._props = None
+            props = self.catalog.properties()
+            dim = props.get(S.PROP_DIM)
+            info = CollectionInfo(
+                exists=True,
+                fingerprint=props.get(S.PROP_FINGERPRINT) or None,
+                dim=int(dim) if dim else self.catalog.dim(),
+                index=self.catalog.index_spec(),
+            )
+        with self._lock:
+            self._collection = (self.clock(), info)
+        return info
+
+    def extractor_info(self, refresh: bool = False) -> ExtractorInfo:
+        """The extractor's fingerprint and dimension from /v1/info; raises ExtractorUnavailable."""
+        cached = None if refresh else self._fresh(self._extractor)
+        if cached is not None:
+            return cached
+        body = self.extractor.info()
+        info = ExtractorInfo(fingerprint=str(body["fingerprint"]), dim=int(body["dim"]))
+        with self._lock:
+            self._extractor = (self.clock(), info)
+        return info
+
+    def check(self, fingerprint: str, dim: int | None = None) -> CollectionInfo:
+        """Return the collection when vectors of `fingerprint` (and `dim`) may be searched in it.
+
+        Raises FingerprintMismatch when the collection was built by another model; the mismatch is
+        confirmed against a fresh read first, so a fixed configuration is seen at once.
+        """
+        info = self.collection()
+        if info.exists and not _compatible(info, fingerprint, dim):
+            info = self.collection(refresh=True)
+            if info.exists and not _compatible(info, fingerprint, dim):
+                expected = info.fingerprint or "?"
+                got = fingerprint if info.fingerprint != fingerprint else f"{fingerprint} ({dim}-d)"
+                if info.fingerprint == fingerprint:
+                    expected = f"{expected} ({info.dim}-d)"
+                raise FingerprintMismatch(self.catalog.collection, expected, got)
+        return info
+
+
+def _compatible(info: CollectionInfo, fingerprint: str, dim: int | None) -> bool:
+    if info.fingerprint and fingerprint and info.fingerprint != fingerprint:
+        return False
+    return dim is None or info.dim is None or info.dim == dim

@@ -1,0 +1,64 @@
+"""Prometheus metrics: request counts and per-stage latency histograms, one registry per app.
+
+The service runs one gunicorn worker with threads, so one in-process registry is complete and correct
+(no multiprocess mode and its shared-file directory to manage). A registry per app also lets tests build
+many apps in one process.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+# Seconds; fine-grained at the low end where Milvus and the service's own overhead live.
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """The service's metrics in their own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "search_http_requests", "HTTP requests by endpoint, method and status",
+            ["endpoint", "method", "status"], registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "search_http_request_seconds", "HTTP request latency by endpoint",
+            ["endpoint"], buckets=_BUCKETS, registry=self.registry,
+        )
+        self.stage_seconds = Histogram(
+            "search_stage_seconds", "Search latency per stage (extract, search, total)",
+            ["stage"], buckets=_BUCKETS, registry=self.registry,
+        )
+        self.results = Histogram(
+            "search_results_returned", "Results per search", buckets=(0, 1, 5, 10, 20, 50, 100),
+            registry=self.registry,
+        )
+
+    def observe_stages(self, took_ms: dict[str, float]) -> None:
+        """Record one search's stage timings (milliseconds)."""
+        for stage, ms in took_ms.items():
+            self.stage_seconds.labels(stage).observe(ms / 1000.0)
+
+    def render(self) -> Response:
+        """The Prometheus text exposition."""
+        return Response(generate_latest(self.registry), mimetype=CONTENT_TYPE_LATEST)
+
+    def install(self, app: Flask) -> None:
+        """Count and time every request by its route (not its raw path, which would explode the labels)."""
+
+        @app.before_request
+        def _start_timer() -> None:
+            g.request_started = time.perf_counter()
+
+        @app.after_request
+        def _count(resp):
+            endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+            self.requests.labels(endpoint, request.method, str(resp.status_code)).inc()
+            started = g.get("request_started")
+            if started is not None:
+                self.request_seconds.labels(endpoint).observe(time.perf_counter() - started)
+            return resp

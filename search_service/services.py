@@ -1,0 +1,49 @@
+"""`Services`: the long-lived resources one app holds, created once by the factory."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from catalog import Catalog
+from search_service.config import Config
+from search_service.files import ImageFiles
+from search_service.guard import CollectionInfo, ModelGuard
+from search_service.metrics import Metrics
+
+
+@dataclass
+class Services:
+    """Catalogue, extractor client(s), model guard, image files and metrics of one app."""
+
+    config: Config
+    catalog: Catalog
+    extractor: Any  # catalog.ExtractorClient or anything with info(), ready(), extract_one()
+    probe: Any  # the extractor client for health checks: short timeouts, no retries
+    guard: ModelGuard
+    files: ImageFiles
+    metrics: Metrics
+    _create_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ensure_collection(self, fingerprint: str, dim: int) -> CollectionInfo:
+        """The collection, created for this model when missing; FingerprintMismatch when it is another's.
+
+        Serialised so two first uploads do not both try to create it.
+        """
+        info = self.guard.check(fingerprint, dim)
+        if info.exists:
+            return info
+        with self._create_lock:
+            if not self.guard.collection(refresh=True).exists:
+                self.catalog.ensure(dim, fingerprint)
+            self.guard.invalidate()
+        return self.guard.check(fingerprint, dim)
+
+    def close(self) -> None:
+        """Release connections."""
+        self.catalog.close()
+        for client in {id(self.extractor): self.extractor, id(self.probe): self.probe}.values():
+            close = getattr(client, "close", None)
+            if close:
+                close()
