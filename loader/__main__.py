@@ -1,0 +1,5 @@
+"""`python -m loader`: see loader.cli."""
+
+from loader.cli import main
+
+main()

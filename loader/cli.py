@@ -1,0 +1,191 @@
+"""`python -m loader import|extract|index`: a thin click CLI over the library.
+
+Options come from flags or the environment (MILVUS_URI, MILVUS_TOKEN, COLLECTION, EXTRACTOR_URL).
+Every expected failure is one `Error: ...` line that says what to do, with exit code 1; the final
+summary line goes to stdout.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from catalog import Catalog, CatalogError, ExtractorUnavailable, ExtractorRejected
+from catalog.schema import INDEX_TYPES, IndexSpec
+from loader.hdf5 import LayoutError
+from loader.importer import ImportOptions, import_h5
+from loader.progress import Summary
+
+
+def _fail(exc: Exception, uri: str = "") -> click.ClickException:
+    """Turn an expected failure into one line that says what to do."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, CatalogError) and text.startswith("cannot reach Milvus"):
+        text = f"cannot reach Milvus at {uri}: start it (make run, or docker compose up) or set MILVUS_URI / --milvus-uri"
+    elif isinstance(exc, CatalogError) and ("unavailable" in text.lower() or "connect" in text.lower()):
+        text = (f"lost Milvus at {uri} ({text[:200]}); the import is resumable: run the same command again "
+                "once Milvus is back")
+    return click.ClickException(text)
+
+
+def milvus_options(fn):
+    """--collection, --milvus-uri, --token."""
+
+    @click.option("--collection", envvar="COLLECTION", default="images", show_default=True,
+                  help="Collection name (env COLLECTION).")
+    @click.option("--milvus-uri", envvar="MILVUS_URI", default="http://127.0.0.1:19530", show_default=True,
+                  help="Milvus endpoint (env MILVUS_URI).")
+    @click.option("--token", envvar="MILVUS_TOKEN", default="", help="Milvus credentials (env MILVUS_TOKEN).")
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def import_options(fn):
+    """Options shared by `import` and `index`."""
+
+    @click.option("--fingerprint", default=None, help="Feature fingerprint of the vectors (overrides the file's).")
+    @click.option("--force", is_flag=True, help="Import even if the fingerprint differs from the collection's.")
+    @click.option("--mode", type=click.Choice(["insert", "bulk"]), default="insert", show_default=True,
+                  help="insert: batched upserts (any Milvus); bulk: Parquet files + import jobs.")
+    @click.option("--batch-size", type=click.IntRange(1, 100_000), default=10_000, show_default=True,
+                  help="Rows per upsert call / per chunk read.")
+    @click.option("--index", "index_type", type=click.Choice(INDEX_TYPES, case_sensitive=False), default="HNSW",
+                  show_default=True, help="Index built after the data lands (when the collection has none).")
+    @click.option("--index-params", default=None, help='Index build parameters as JSON, e.g. \'{"M": 32}\'.')
+    @click.option("--bulk-dir", type=click.Path(file_okay=False), default=None,
+                  help="Bulk mode: a directory the Milvus server can read (its local storage path).")
+    @click.option("--bulk-rows", type=click.IntRange(1000), default=200_000, show_default=True,
+                  help="Bulk mode: rows per import job.")
+    @click.option("--state-dir", type=click.Path(file_okay=False), default=None, envvar="LOADER_STATE_DIR",
+                  help="Where resume records live (env LOADER_STATE_DIR; default ~/.cache/image-search/loader).")
+    @click.option("--retry-seconds", type=float, default=60.0, show_default=True,
+                  help="How long to wait for a lost Milvus before giving up (the run stays resumable).")
+    @click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines; the summary line only.")
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _index_spec(index_type: str, index_params: str | None) -> IndexSpec:
+    try:
+        params = json.loads(index_params) if index_params else {}
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON ({exc}); e.g. '{{\"M\": 32}}'", param_hint="--index-params")
+    if not isinstance(params, dict):
+        raise click.BadParameter("must be a JSON object, e.g. '{\"M\": 32}'", param_hint="--index-params")
+    return IndexSpec(index_type.upper(), build_params=params)
+
+
+def _import_opts(kw: dict, **more) -> ImportOptions:
+    return ImportOptions(
+        fingerprint=kw["fingerprint"], force=kw["force"], mode=kw["mode"], batch_size=kw["batch_size"],
+        index=_index_spec(kw["index_type"], kw["index_params"]), bulk_dir=kw["bulk_dir"],
+        bulk_rows=kw["bulk_rows"], state_dir=kw["state_dir"], retry_seconds=kw["retry_seconds"],
+        quiet=kw["quiet"], **more,
+    )
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.ERROR if quiet else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # its RPC errors reach the user as one line
+
+
+@click.group()
+@click.version_option(package_name="image-search", message="%(version)s")
+def cli() -> None:
+    """Bulk loader: HDF5 feature files and image folders into the Milvus catalogue."""
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--vectors", default=None, help="Dataset holding the N x D vectors (default: dataset_1 or auto).")
+@click.option("--names", default=None, help="Dataset holding the N names (default: dataset_2 or auto).")
+@click.option("--dry-run", is_flag=True, help="Check every row and print the summary; write nothing.")
+@milvus_options
+@import_options
+def import_cmd(file, vectors, names, dry_run, collection, milvus_uri, token, **kw):
+    """Import FILE.h5 (classic layout: dataset_1 vectors, dataset_2 names) into the collection."""
+    _setup_logging(kw["quiet"])
+    opts = _import_opts(kw, vectors=vectors, names=names, dry_run=dry_run)
+    catalog = None if dry_run else Catalog(milvus_uri, token, collection)
+    try:
+        summary = import_h5(file, catalog, opts)
+    except (LayoutError, CatalogError) as exc:
+        raise _fail(exc, milvus_uri) from None
+    finally:
+        if catalog is not None:
+            catalog.close()
+    click.echo(summary.line())
+
+
+@cli.command("extract")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="HDF5 file to write.")
+@click.option("--extractor-url", envvar="EXTRACTOR_URL", default="http://127.0.0.1:8001", show_default=True,
+              help="Extractor service URL(s), comma-separated (env EXTRACTOR_URL).")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Extract requests in flight.")
+@click.option("--images-per-request", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--quiet", "-q", is_flag=True)
+def extract_cmd(directory, output, extractor_url, concurrency, images_per_request, quiet):
+    """Extract features of the images under DIRECTORY into OUTPUT (classic layout); reruns resume."""
+    from loader.extract import extract_dir
+
+    _setup_logging(quiet)
+    try:
+        summary = extract_dir(directory, output, extractor_url, concurrency=concurrency,
+                              per_request=images_per_request, quiet=quiet)
+    except (LayoutError, ExtractorUnavailable, ExtractorRejected, FileNotFoundError, NotADirectoryError) as exc:
+        raise _fail(exc) from None
+    click.echo(summary.line())
+
+
+@cli.command("index")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--extractor-url", envvar="EXTRACTOR_URL", default="http://127.0.0.1:8001", show_default=True,
+              help="Extractor service URL(s), comma-separated (env EXTRACTOR_URL).")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--images-per-request", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--work-file", type=click.Path(dir_okay=False), default=None,
+              help="Intermediate HDF5 file (default: DIRECTORY/../.<name>.features.h5 in the state dir).")
+@milvus_options
+@import_options
+def index_cmd(directory, extractor_url, concurrency, images_per_request, work_file, collection, milvus_uri,
+              token, **kw):
+    """Extract the images under DIRECTORY and import them; names are paths relative to DIRECTORY."""
+    from loader.extract import extract_dir, work_file_for
+
+    _setup_logging(kw["quiet"])
+    work = Path(work_file) if work_file else work_file_for(directory, kw["state_dir"])
+    opts = _import_opts(kw)
+    catalog = Catalog(milvus_uri, token, collection)
+    try:
+        catalog.exists()  # fail fast, before minutes of extraction, when Milvus is not there
+        ext = extract_dir(directory, work, extractor_url, concurrency=concurrency,
+                          per_request=images_per_request, quiet=kw["quiet"])
+        summary = import_h5(work, catalog, opts, Summary())
+    except (LayoutError, CatalogError, ExtractorUnavailable, ExtractorRejected, FileNotFoundError,
+            NotADirectoryError) as exc:
+        raise _fail(exc, milvus_uri) from None
+    finally:
+        catalog.close()
+    summary.skipped.update({f"image_{k}": v for k, v in ext.skipped.items()})
+    click.echo(summary.line())
+
+
+def main() -> None:
+    cli(prog_name="python -m loader")
+
+
+if __name__ == "__main__":
+    main()

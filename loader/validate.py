@@ -1,0 +1,136 @@
+"""Row checks: which rows of a file are stored, which are skipped, and why.
+
+Reasons (the keys of the summary's "skipped" counts):
+
+    wrong_dim       the vector has another length than the collection's dimension (vlen files)
+    nan_or_inf      the vector holds NaN or +-Inf
+    zero_vector     the vector is all zeros (it has no direction, so no cosine similarity)
+    bad_name        the name is empty, not UTF-8, holds a NUL, or is longer than the schema allows
+    duplicate_name  the name already appeared on an earlier row of the file: the first row wins
+
+Valid vectors are L2-normalised (float32) before they are stored.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from catalog.schema import NAME_MAX_LENGTH
+
+REASONS = ("wrong_dim", "nan_or_inf", "zero_vector", "bad_name", "duplicate_name")
+
+
+@dataclass
+class CheckedChunk:
+    """The rows of one chunk that passed, normalised, with their file row numbers, and the skip counts."""
+
+    rows: np.ndarray  # int64 file row numbers of the valid rows
+    names: list[str]
+    vectors: np.ndarray  # float32, L2-normalised, len(names) x dim
+    skipped: Counter
+
+
+def decode_name(raw: bytes) -> str | None:
+    """The name as text, or None when it is not a usable primary key."""
+    if not raw or len(raw) > NAME_MAX_LENGTH or b"\x00" in raw:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def suspect_rows(name_chunks: Iterable[tuple[int, list[bytes]]]) -> np.ndarray:
+    """Row numbers whose name hash occurs more than once (every occurrence, first ones included).
+
+    Memory is 8 bytes per row (one hash per name), never the names themselves.
+    """
+    hashes = [np.fromiter((hash(n) for n in names), dtype=np.int64, count=len(names)) for _, names in name_chunks]
+    if not hashes:
+        return np.zeros(0, dtype=np.int64)
+    all_hashes = np.concatenate(hashes)
+    uniq, counts = np.unique(all_hashes, return_counts=True)
+    repeated = uniq[counts > 1]
+    if repeated.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.nonzero(np.isin(all_hashes, repeated))[0]
+
+
+def duplicate_rows(layout_names: Iterable[tuple[int, list[bytes]]], reread) -> set[int]:
+    """Rows to skip as duplicate_name (first occurrence wins).
+
+    A hash pass over `layout_names` finds the few suspect rows; `reread(rows)` returns their real names,
+    compared exactly, so a hash collision never drops a row.
+    """
+    rows = [int(r) for r in suspect_rows(layout_names)]
+    if not rows:
+        return set()
+    seen: set[bytes] = set()
+    dups: set[int] = set()
+    for row, name in zip(rows, reread(rows)):
+        if name in seen:
+            dups.add(row)
+        else:
+            seen.add(name)
+    return dups
+
+
+def check_chunk(
+    start: int,
+    names: list[bytes],
+    vectors: np.ndarray | list[np.ndarray],
+    dim: int,
+    duplicates: set[int],
+) -> CheckedChunk:
+    """Check every row of a chunk (see the module doc for the reasons) and normalise the valid vectors."""
+    n = len(names)
+    skipped: Counter = Counter()
+    reason: list[str | None] = [None] * n
+    decoded: list[str | None] = [decode_name(b) for b in names]
+    for i, text in enumerate(decoded):
+        if text is None:
+            reason[i] = "bad_name"
+        elif start + i in duplicates:
+            reason[i] = "duplicate_name"
+
+    if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
+        if vectors.shape[1] != dim:
+            mat = np.zeros((n, dim), dtype=np.float32)
+            wrong = np.ones(n, dtype=bool)
+        else:
+            mat = np.asarray(vectors, dtype=np.float32)
+            wrong = np.zeros(n, dtype=bool)
+    else:  # variable-length rows: check each length
+        mat = np.zeros((n, dim), dtype=np.float32)
+        wrong = np.zeros(n, dtype=bool)
+        for i, v in enumerate(vectors):
+            if len(v) == dim:
+                mat[i] = v
+            else:
+                wrong[i] = True
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite = np.isfinite(mat).all(axis=1)
+        norms = np.linalg.norm(np.where(finite[:, None], mat, 0), axis=1)
+    for i in range(n):
+        if reason[i] is not None:
+            continue
+        if wrong[i]:
+            reason[i] = "wrong_dim"
+        elif not finite[i]:
+            reason[i] = "nan_or_inf"
+        elif norms[i] == 0 or not np.isfinite(norms[i]):
+            reason[i] = "zero_vector"
+    keep = np.array([r is None for r in reason], dtype=bool)
+    skipped.update(r for r in reason if r is not None)
+    idx = np.nonzero(keep)[0]
+    out = mat[idx] / norms[idx, None].astype(np.float32)
+    return CheckedChunk(
+        rows=idx.astype(np.int64) + start,
+        names=[decoded[i] for i in idx],  # type: ignore[misc]
+        vectors=out.astype(np.float32, copy=False),
+        skipped=skipped,
+    )
