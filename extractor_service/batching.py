@@ -129,7 +129,10 @@ class DynamicBatcher:
             return
         finally:
             if self.on_batch is not None:
-                self.on_batch(len(items), time.perf_counter() - start)
+                try:
+                    self.on_batch(len(items), time.perf_counter() - start)
+                except Exception:  # noqa: BLE001 - a metrics hook must not stop the batcher
+                    log.exception("on_batch hook failed")
         for (_, fut), out in zip(batch, outputs):
             if isinstance(out, BaseException):
                 fut.set_exception(out)
