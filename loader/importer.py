@@ -59,6 +59,7 @@ class Source:
     dim: int
     fingerprint: str | None
     duplicates: set[int]
+    created: bool = False  # the collection was created by this import (so it held none of these names)
 
 
 def inspect_file(path: str | Path, opts: ImportOptions, dim_hint: int | None = None) -> Source:
@@ -88,7 +89,7 @@ def checked_chunks(src: Source, start: int, chunk_rows: int) -> Iterator[tuple[i
 
 def prepare_collection(catalog: Catalog, src: Source, force: bool) -> None:
     """Create the collection (no index yet: it is built after the data lands) or check it fits."""
-    catalog.ensure(src.dim, src.fingerprint or "", index=None, force=force)
+    src.created = catalog.ensure(src.dim, src.fingerprint or "", index=None, force=force)
     if src.fingerprint is None and catalog.fingerprint():
         log.warning(
             "%s has no fingerprint; the collection's is %s: assuming they match (pass --fingerprint to check)",
