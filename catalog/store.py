@@ -78,6 +78,10 @@ class Catalog:
         except CatalogError:
             raise
         except MilvusException as exc:
+            if method in ("query", "search") and "not loaded" in str(exc):
+                # A restarted Milvus reloads collections in the background; ask for it and wait.
+                self.load()
+                return self._call(method, *args, **kwargs)
             if _is_connection_error(exc):
                 self.reset()
             raise CatalogError(f"Milvus {method} failed: {exc}") from exc

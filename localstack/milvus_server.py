@@ -42,6 +42,7 @@ _PORT_KEYS = (
 
 
 SESSION_TTL_S = 15
+GRACEFUL_STOP_S = 5
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -49,6 +50,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on host:port now (SO_REUSEADDR, as Milvus's Go listeners use)."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
 
 
 def port_open(host: str, port: int) -> bool:
@@ -61,7 +73,9 @@ def port_open(host: str, port: int) -> bool:
 class MilvusServer:
     """One Milvus standalone process with its data under `data_dir`."""
 
-    def __init__(self, data_dir: str | Path, port: int = 19530, extra_config: dict[str, str] | None = None):
+    def __init__(self, data_dir: str | Path, port: int = 19530, extra_config: dict[str, object] | None = None):
+        """`extra_config` overrides milvus.yaml settings by dotted key ("dataCoord.segment.maxSize": 1024);
+        only keys already present in the package's template can be set."""
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.metrics_port = 0
@@ -82,13 +96,18 @@ class MilvusServer:
             )
         config = MilvusServerConfig()
         config.configs["data_dir"] = str(self.data_dir)
-        config.set("proxy_port", self.port)
+        config.resolve_storage()  # data, log and etcd paths under data_dir
         ports = self._component_ports()
-        for key in _PORT_KEYS:
-            config.set(key, ports[key])
+        # Set ports directly and render with write_config(): the package's own resolve() probes ports
+        # without SO_REUSEADDR and silently moves to the next one while an old socket is in TIME_WAIT,
+        # which would put the server on another port than the one we were asked for.
+        values = {"proxy_port": self.port, **{k: ports[k] for k in _PORT_KEYS}}
+        for key, value in values.items():
+            config.configurable_items[key][1] = value
         for key, value in self.extra_config.items():
-            config.set(key, value)
-        config.resolve()  # renders configs/milvus.yaml under data_dir
+            # Dotted milvus.yaml keys present in the template, e.g. "dataCoord.segment.maxSize".
+            config.extra_configs[key] = value
+        config.write_config()  # renders configs/milvus.yaml under data_dir
         _initialize_data_files(str(self.data_dir))  # unpacks the binary once (md5-checked)
 
         etcd_port = config.get("etcd_port")
@@ -109,6 +128,9 @@ class MilvusServer:
         # After a crash, a restart waits for the dead process's etcd sessions to expire; the stock 30 s
         # TTL makes that about a minute. 15 s halves it and still tolerates a busy 2-core machine.
         text = text.replace("    ttl: 30 # ttl value when session", f"    ttl: {SESSION_TTL_S} # ttl value when session")
+        # A stock standalone waits up to 30 minutes for its query node to hand segments over on SIGTERM;
+        # there is no other node to hand them to, so force the exit after a few seconds.
+        text = text.replace("  gracefulStopTimeout: 1800 #", f"  gracefulStopTimeout: {GRACEFUL_STOP_S} #")
         milvus_yaml.write_text(text)
         self.metrics_port = ports["metrics_port"]
         return {
@@ -133,7 +155,7 @@ class MilvusServer:
         ports: dict[str, int] = {}
         for key in keys:
             port = saved.get(key)
-            if not port or port in ports.values() or port_open("127.0.0.1", port):
+            if not port or port in ports.values() or not bindable(port):
                 port = free_port()
             ports[key] = port
         path.parent.mkdir(parents=True, exist_ok=True)
