@@ -167,6 +167,10 @@ class TcpProxy:
         """Refuse connections and cut the open ones (like a dead server)."""
         self.mode = "down"
         if self._listener:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (Linux)
+            except OSError:
+                pass
             self._listener.close()
             self._listener = None
         self._drop_connections()
@@ -209,3 +213,44 @@ def tcp_proxy():
 
 def photo_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def photo_catalogue(search_service, sample_photos) -> list[str]:
+    """The sample photos added to the session's search service through POST /v1/images; their names."""
+    import requests
+
+    names = []
+    for path in photo_files(sample_photos):
+        with open(path, "rb") as fh:
+            resp = requests.post(search_service.url + "/v1/images", files={"image": (path.name, fh)},
+                                 data={"name": path.name, "meta": '{"source": "scikit-image"}'}, timeout=120)
+        assert resp.status_code in (200, 201), resp.text
+        names.append(path.name)
+    return names
+
+
+@pytest.fixture
+def start_search_service(tmp_path, milvus_server, extractor_service):
+    """Start extra search service processes (own collection, own IMAGE_ROOT); stopped after the test."""
+    import uuid
+
+    from tests.procs import ServiceProcess
+
+    started: list[ServiceProcess] = []
+
+    def _start(**env: str) -> ServiceProcess:
+        base = {
+            "MILVUS_URI": milvus_server.uri,
+            "EXTRACTOR_URL": extractor_service.url,
+            "COLLECTION": "s_" + uuid.uuid4().hex[:10],
+            "IMAGE_ROOT": str(tmp_path / f"images{len(started)}"),
+        }
+        svc = ServiceProcess("search_service", env={**base, **env},
+                             log_path=tmp_path / f"search{len(started)}.log", ready_path="/healthz")
+        started.append(svc)
+        return svc.start(timeout=60)
+
+    yield _start
+    for svc in started:
+        svc.stop()

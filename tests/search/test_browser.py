@@ -1,0 +1,146 @@
+"""The web page in a real headless browser (Debian's chromium via Playwright) against the real stack."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from urllib.parse import urlparse
+
+import pytest
+
+from tests.search.conftest import photo_files
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium; never downloads one. Missing chromium fails the test (CI must run it)."""
+    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+        pytest.fail("chromium is missing: install Debian's package (sudo apt-get install chromium, or make browser)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium"),
+                               args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page_for(browser, tmp_path):
+    """Open a page on a service; records every request that leaves the service's origin."""
+    contexts = []
+
+    def _open(base_url: str, **context_args):
+        ctx = browser.new_context(**context_args)
+        contexts.append(ctx)
+        page = ctx.new_page()
+        page.foreign = []
+        origin = urlparse(base_url).netloc
+        page.on("request", lambda req: None if urlparse(req.url).netloc == origin or req.url.startswith(("data:", "blob:"))
+                else page.foreign.append(req.url))
+        page.goto(base_url + "/")
+        return page
+
+    yield _open
+    for ctx in contexts:
+        ctx.close()
+
+
+def first_result(page) -> tuple[str, float]:
+    card = page.locator("#results li").first
+    score = float(re.search(r"[-\d.]+", card.locator(".score").inner_text()).group())
+    return card.locator(".name").inner_text(), score
+
+
+def test_choose_a_picture_then_click_a_result(page_for, search_service, photo_catalogue, sample_photos, tmp_path):
+    page = page_for(search_service.url)
+    photo = photo_files(sample_photos)[0]
+    page.set_input_files("#file", str(photo))
+    page.wait_for_selector("#results li")
+    name, score = first_result(page)
+    assert name == photo.name and score >= 0.99
+    assert page.locator("#preview").is_visible()
+    assert page.locator("#results li img").first.evaluate("img => img.complete && img.naturalWidth > 0")
+    page.screenshot(path=str(tmp_path / "search.png"), full_page=True)
+
+    # Clicking another result searches by it: it comes back first.
+    second = page.locator("#results li .name").nth(1).inner_text()
+    page.locator("#results li button").nth(1).click()
+    page.wait_for_function("n => document.querySelector('#results li .name')?.textContent === n", arg=second)
+    assert first_result(page)[1] >= 0.99
+    assert page.foreign == [], "the page must work offline (no requests to other origins)"
+
+
+def test_drop_and_paste_search(page_for, search_service, photo_catalogue):
+    page = page_for(search_service.url)
+    target = photo_catalogue[2]
+    for event in ("drop", "paste"):
+        page.evaluate(
+            """async ([name, kind]) => {
+                const blob = await (await fetch('/v1/images/' + encodeURIComponent(name) + '/file')).blob();
+                const dt = new DataTransfer();
+                dt.items.add(new File([blob], name, {type: 'image/jpeg'}));
+                if (kind === 'drop') {
+                    document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+                } else {
+                    document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true, cancelable: true}));
+                }
+            }""",
+            [target, event],
+        )
+        page.wait_for_function("n => document.querySelector('#results li .name')?.textContent === n", arg=target)
+        assert first_result(page)[1] >= 0.99, event
+        page.evaluate("document.getElementById('results').replaceChildren()")
+
+
+def test_phone_sized_screen(page_for, search_service, photo_catalogue, sample_photos, tmp_path):
+    page = page_for(search_service.url, viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True)
+    page.set_input_files("#file", str(photo_files(sample_photos)[3]))
+    page.wait_for_selector("#results li")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375, "no sideways scrolling on a phone"
+    box = page.locator("#results li").first.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 375
+    assert page.locator("label[for=file]").is_visible()
+    page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+
+
+def test_bad_file_shows_the_extractors_message(page_for, search_service, photo_catalogue, tmp_path):
+    page = page_for(search_service.url)
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("these are notes, not a picture")
+    page.set_input_files("#file", str(bad))
+    message = page.locator("#message.error")
+    message.wait_for()
+    text = message.inner_text()
+    assert text and "HTTP" not in text and "Traceback" not in text
+    assert page.locator("#results li").count() == 0
+    page.screenshot(path=str(tmp_path / "error.png"))
+
+
+def test_empty_catalogue_message(page_for, start_search_service, sample_photos, tmp_path):
+    svc = start_search_service()
+    page = page_for(svc.url)
+    page.wait_for_selector("#message.info")
+    assert "catalogue is empty" in page.locator("#message").inner_text()
+    page.set_input_files("#file", str(photo_files(sample_photos)[0]))
+    page.wait_for_function("() => !document.querySelector('#message').textContent.startsWith('Searching')")
+    assert "catalogue is empty" in page.locator("#message").inner_text()
+    assert page.locator("#results li").count() == 0
+    page.screenshot(path=str(tmp_path / "empty.png"))
+
+
+def test_unreachable_database_message(page_for, start_search_service, tmp_path):
+    from localstack.milvus_server import free_port
+
+    svc = start_search_service(MILVUS_URI=f"http://127.0.0.1:{free_port()}", MILVUS_TIMEOUT="2")
+    page = page_for(svc.url)
+    message = page.locator("#message.error")
+    message.wait_for(timeout=30000)
+    assert "unavailable" in message.inner_text()
