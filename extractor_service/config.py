@@ -5,7 +5,7 @@
 | EXTRACTOR_WEIGHTS               | auto        | imagenet, hed-vgg16, a weights file path, or auto         |
 | EXTRACTOR_INPUT_SIZE            | 224         | square model input side in pixels                         |
 | EXTRACTOR_PRECISION             | fp32        | fp32, bf16 or fp16 (mixed precision; own fingerprint)     |
-| EXTRACTOR_MAX_BATCH_SIZE        | 32          | most images in one model call                             |
+| EXTRACTOR_MAX_BATCH_SIZE        | 0 (auto)    | most images in one model call; auto: 8 on CPU, 64 on GPU  |
 | EXTRACTOR_MAX_WAIT_MS           | 5           | how long a batch waits for more images before it runs     |
 | EXTRACTOR_MAX_QUEUE             | 512         | images waiting for the model before requests get 503      |
 | EXTRACTOR_MAX_FILE_BYTES        | 20000000    | largest accepted image file (20 MB)                       |
@@ -38,7 +38,7 @@ class ExtractorConfig:
     weights: str = "auto"
     input_size: int = 224
     precision: str = "fp32"
-    max_batch_size: int = 32
+    max_batch_size: int = 0  # 0: auto, see batch_size_for()
     max_wait_ms: float = 5.0
     max_queue: int = 512
     max_file_bytes: int = 20_000_000
@@ -57,7 +57,9 @@ class ExtractorConfig:
             raise ValueError(f"EXTRACTOR_RUNTIME must be tensorflow or openvino. Received: {self.runtime!r}")
         if self.input_size < 32:
             raise ValueError(f"EXTRACTOR_INPUT_SIZE must be at least 32 (VGG16). Received: {self.input_size}")
-        for name in ("max_batch_size", "max_queue", "max_file_bytes", "max_pixels", "max_parts",
+        if self.max_batch_size < 0:
+            raise ValueError(f"EXTRACTOR_MAX_BATCH_SIZE must be >= 0 (0: auto). Received: {self.max_batch_size}")
+        for name in ("max_queue", "max_file_bytes", "max_pixels", "max_parts",
                      "max_request_bytes", "decode_threads", "http_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"EXTRACTOR_{name.upper()} must be at least 1. Received: {getattr(self, name)}")
@@ -78,6 +80,10 @@ class ExtractorConfig:
                 raise ValueError(f"EXTRACTOR_{f.name.upper()} must be a number. Received: {raw!r}") from None
         values.update(overrides)
         return cls(**values)
+
+    def batch_size_for(self, device: str) -> int:
+        """The max batch size: as configured, else 8 on CPU (bigger batches only spill the caches) and 64 on GPU."""
+        return self.max_batch_size or (64 if device == "GPU" else 8)
 
     def with_(self, **changes) -> "ExtractorConfig":
         """A copy with some fields changed (tests, benchmarks)."""

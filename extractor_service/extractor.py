@@ -37,7 +37,7 @@ class Extractor:
         self.metrics = metrics or ExtractorMetrics()
         self.decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
         self.batcher = DynamicBatcher(
-            self._run_model, max_batch_size=config.max_batch_size, max_wait_s=config.max_wait_ms / 1000.0,
+            self._run_model, max_batch_size=config.batch_size_for(device), max_wait_s=config.max_wait_ms / 1000.0,
             max_queue=config.max_queue, on_batch=self.metrics.observe_batch, name="model-batcher",
         )
 
@@ -111,7 +111,7 @@ def load_extractor(config: ExtractorConfig, weights: ResolvedWeights | None = No
     weights = weights or resolve_weights(config.weights)
     fp = fingerprint(weights.digest, config.input_size, config.precision)
     model = FeatureModel(weights, config.input_size, config.precision)
-    warm = model.warm_up((1, min(config.max_batch_size, 4)))
+    warm = model.warm_up(config.batch_size_for(model.device))
     log.info(
         "model ready: vgg16 weights=%s (%s, %s layout) input=%d precision=%s device=%s fingerprint=%s "
         "(load %.1fs, warm-up %.1fs)", weights.name, weights.path, weights.layout, config.input_size,

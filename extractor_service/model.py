@@ -83,16 +83,29 @@ class FeatureModel:
             return tf.cast(model(images, training=False), tf.float32)
 
         self._infer = infer
+        # XLA compiles one program per input shape: pad batches up to a power of two so a handful of
+        # shapes, all compiled at warm-up, serve every batch size. Without XLA (CPU) padding only costs.
+        self.pad_batches = jit_compile
         self.device = "GPU" if self.gpus else "CPU"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch; returns unit-length float32 vectors, one row per input row."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        return l2_normalize(self._infer(batch).numpy())
+        n = len(batch)
+        if self.pad_batches and n & (n - 1):
+            padded = np.zeros((1 << n.bit_length(),) + batch.shape[1:], np.float32)
+            padded[:n] = batch
+            batch = padded
+        return l2_normalize(self._infer(batch).numpy()[:n])
 
-    def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> float:
-        """Trace and run the compiled function once per batch size; returns the seconds it took."""
+    def warm_up(self, max_batch_size: int = 1) -> float:
+        """Trace once and run each batch shape that will be used; returns the seconds it took."""
         start = time.perf_counter()
-        for n in batch_sizes:
+        sizes = [1 << i for i in range(max_batch_size.bit_length()) if 1 << i <= max_batch_size]
+        if not self.pad_batches:
+            sizes = sorted({1, max_batch_size})  # oneDNN caches primitives per shape; warm the common ones
+        elif sizes[-1] != max_batch_size:
+            sizes.append(1 << max_batch_size.bit_length())
+        for n in sizes:
             self(np.zeros((n, self.input_size, self.input_size, 3), np.float32))
         return time.perf_counter() - start

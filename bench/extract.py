@@ -1,0 +1,205 @@
+"""Extractor throughput and latency vs the classic per-image Keras loop, same weights, images and machine.
+
+    .venv/bin/python bench/extract.py [--quick] [--weights hed-vgg16] [--input-size 224]
+
+1. numpy float32 matmul GFLOP/s: the roofline (30.7 GFLOP per 224x224 VGG16 image).
+2. The classic loop users ran (load_img, preprocess_input, model.predict, normalise), one image at a time.
+3. The service (`python -m extractor_service`, gunicorn, dynamic batching) under 1, 4 and 16 concurrent
+   clients, one image per request, as JPEG bytes over HTTP.
+Prints RESULT lines: images/s ratios against the classic loop, p50/p99 latencies, roofline shares, and
+the largest difference between the service's and the classic vectors on the same images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from _common import free_port, matmul_gflops, percentile, result, value  # noqa: E402
+
+GFLOP_PER_IMAGE_224 = 30.7
+
+
+def make_images(count: int) -> list[bytes]:
+    """`count` JPEGs (about 640x480, quality 90) cut from scikit-image's photographs."""
+    import skimage
+    from PIL import Image
+
+    data = Path(skimage.__file__).parent / "data"
+    names = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+             "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "camera.png", "coins.png", "brick.png", "grass.png"]
+    photos = [Image.open(data / n).convert("RGB") for n in names if (data / n).exists()]
+    out = []
+    for i in range(count):
+        img = photos[i % len(photos)].resize((640 - 16 * (i % 7), 480 - 16 * (i % 5)), Image.BILINEAR)
+        if i // len(photos) % 2:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+class Service:
+    """The extractor as a child process on a free port; stopped by its own process group id."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "extractor_service", "--host", "127.0.0.1", "--port", str(self.port)],
+                cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 300) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"extractor exited:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return requests.get(self.url + "/v1/info", timeout=5).json()
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise SystemExit("extractor not ready in time")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def classic_loop(model, paths: list[Path], size: int) -> tuple[float, list[float], list[np.ndarray]]:
+    """The users' code, one image at a time: (images/s, per-image seconds, vectors)."""
+    import keras
+    from keras.applications.vgg16 import preprocess_input
+
+    latencies, vectors = [], []
+    start = time.perf_counter()
+    for path in paths:
+        t0 = time.perf_counter()
+        img = keras.utils.load_img(path, target_size=(size, size))
+        x = preprocess_input(np.expand_dims(keras.utils.img_to_array(img), 0))
+        feat = model.predict(x, verbose=0)[0]
+        vectors.append(feat / np.linalg.norm(feat))
+        latencies.append(time.perf_counter() - t0)
+    return len(paths) / (time.perf_counter() - start), latencies, vectors
+
+
+def build_classic_model(weights_spec: str, size: int):
+    """Keras's VGG16 as users built it, with the same weights the service resolves."""
+    from keras.applications import VGG16
+
+    from extractor_service.weights import resolve_weights
+
+    model = VGG16(weights=None, include_top=False, pooling="max", input_shape=(size, size, 3))
+    resolved = resolve_weights(weights_spec)
+    for name, (kernel, bias) in resolved.arrays.items():
+        model.get_layer(name).set_weights([kernel, bias])
+    return model, resolved
+
+
+def drive(url: str, images: list[bytes], clients: int, total: int) -> tuple[float, list[float], list]:
+    """`clients` threads posting one image per request until `total` are done: (images/s, latencies, vectors)."""
+    local = threading.local()
+    latencies: list[float] = []
+    vectors: list = [None] * total
+
+    def one(i: int) -> None:
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        t0 = time.perf_counter()
+        resp = session.post(url + "/v1/extract", files=[("image", (f"{i}.jpg", images[i % len(images)]))],
+                            timeout=300)
+        latencies.append(time.perf_counter() - t0)
+        resp.raise_for_status()
+        vectors[i] = np.asarray(resp.json()["results"][0]["vector"], dtype=np.float32)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one, range(total)))
+    return total / (time.perf_counter() - start), latencies, vectors
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer images: under two minutes")
+    parser.add_argument("--weights", default=os.environ.get("EXTRACTOR_WEIGHTS", "hed-vgg16"))
+    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--precision", default=os.environ.get("EXTRACTOR_PRECISION", "fp32"))
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    n_classic, per_level = (8, {1: 8, 4: 16, 16: 32}) if args.quick else (32, {1: 24, 4: 48, 16: 96})
+    size = args.input_size
+
+    gflops = matmul_gflops(seconds=1.0 if args.quick else 3.0)
+    roofline = gflops / (GFLOP_PER_IMAGE_224 * (size / 224) ** 2)
+    print(f"numpy float32 matmul: {gflops:.1f} GFLOP/s -> roofline {roofline:.2f} images/s", flush=True)
+
+    images = make_images(max(n_classic, max(per_level.values())))
+    tmp = Path(tempfile.mkdtemp(prefix="bench_extract_"))
+    paths = []
+    for i, data in enumerate(images[:n_classic]):
+        paths.append(tmp / f"{i}.jpg")
+        paths[-1].write_bytes(data)
+
+    service = Service({"EXTRACTOR_WEIGHTS": args.weights, "EXTRACTOR_INPUT_SIZE": str(size),
+                       "EXTRACTOR_PRECISION": args.precision}, tmp / "extractor.log")
+    try:
+        model, resolved = build_classic_model(args.weights, size)
+        info = service.wait_ready()
+        print(f"service: {info}", flush=True)
+        classic_loop(model, paths[:1], size)  # warm-up, as the service warms up
+        classic_ips, classic_lat, classic_vecs = classic_loop(model, paths, size)
+        print(f"classic loop: {classic_ips:.2f} images/s, p50 {percentile(classic_lat, 50) * 1000:.0f} ms", flush=True)
+
+        levels = {}
+        for clients, total in per_level.items():
+            drive(service.url, images, clients, min(clients, total))  # connections and batch shapes warm
+            ips, lat, vecs = drive(service.url, images, clients, total)
+            levels[clients] = (ips, lat)
+            print(f"service, {clients:2d} clients: {ips:.2f} images/s, p50 {percentile(lat, 50) * 1000:.0f} ms, "
+                  f"p99 {percentile(lat, 99) * 1000:.0f} ms", flush=True)
+        diff = max(float(np.abs(vecs[i] - classic_vecs[i]).max()) for i in range(min(n_classic, len(vecs))))
+    finally:
+        service.stop()
+
+    for clients, (ips, lat) in levels.items():
+        result(f"extract_images_per_s_{clients}_clients", ips, classic_ips, "img/s")
+    result("extract_p50_latency_1_client", percentile(levels[1][1], 50) * 1000, percentile(classic_lat, 50) * 1000,
+           "ms", higher_is_better=False)
+    for clients in (4, 16):
+        value(f"extract_p50_latency_{clients}_clients", percentile(levels[clients][1], 50) * 1000, "ms")
+        value(f"extract_p99_latency_{clients}_clients", percentile(levels[clients][1], 99) * 1000, "ms")
+    value("extract_classic_p99_latency", percentile(classic_lat, 99) * 1000, "ms")
+    value("matmul_gflops", gflops, "GFLOP/s")
+    value("extract_roofline_share_16_clients", 100 * levels[16][0] / roofline, "%")
+    value("extract_classic_roofline_share", 100 * classic_ips / roofline, "%")
+    value("extract_max_abs_diff_vs_classic", diff)
+    print(f"ratio (16 clients / classic loop): {levels[16][0] / classic_ips:.2f}x", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
