@@ -15,6 +15,9 @@
     message.hidden = !text;
   }
 
+  // A file the browser cannot show (not a picture) leaves the hint instead of a broken image.
+  preview.addEventListener("error", () => { preview.hidden = true; hint.hidden = false; });
+
   function showPreview(src) {
     if (previewUrl) URL.revokeObjectURL(previewUrl);
     previewUrl = src.startsWith("blob:") ? src : null;
@@ -137,9 +140,11 @@
   // Say up front when the catalogue is empty or the service cannot reach its database.
   fetch("/v1/stats").then(async (resp) => {
     const body = await resp.json().catch(() => null);
-    if (generation) return; // a search already answered
+    if (resp.ok && body) {
+      stats.textContent = body.count + (body.count === 1 ? " picture" : " pictures") + " in the catalogue";
+    }
+    if (generation) return; // a search has started: its own message wins
     if (!resp.ok) { showMessage(describeError(resp.status, body), "error"); return; }
-    stats.textContent = body.count + (body.count === 1 ? " picture" : " pictures") + " in the catalogue";
     if (!body.count) showMessage(body.message || "The catalogue is empty: add pictures first.", "info");
   }).catch(() => { if (!generation) showMessage("Cannot reach the search service.", "error"); });
 })();

@@ -75,6 +75,7 @@ def test_choose_a_picture_then_click_a_result(page_for, search_service, photo_ca
     page.locator("#results li button").nth(1).click()
     page.wait_for_function("n => document.querySelector('#results li .name')?.textContent === n", arg=second)
     assert first_result(page)[1] >= 0.99
+    page.wait_for_function("() => /\\d+ pictures in the catalogue/.test(document.getElementById('stats').textContent)")
     assert page.foreign == [], "the page must work offline (no requests to other origins)"
 
 
@@ -121,6 +122,7 @@ def test_bad_file_shows_the_extractors_message(page_for, search_service, photo_c
     text = message.inner_text()
     assert text and "HTTP" not in text and "Traceback" not in text
     assert page.locator("#results li").count() == 0
+    page.wait_for_function("() => document.getElementById('preview').hidden")  # no broken-image icon
     page.screenshot(path=str(tmp_path / "error.png"))
 
 
