@@ -39,7 +39,8 @@ def varied_images(large_side: int = 3000) -> dict[str, bytes]:
 
     palette = coffee.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
 
-    camera16 = Image.fromarray((np.asarray(camera, dtype=np.uint16) * 257).astype(np.uint16))
+    # Pillow's convert('RGB') clips 16-bit values at 255 (the classic code does too): keep half below it.
+    camera16 = Image.fromarray((np.asarray(camera, dtype=np.uint16) * 2).astype(np.uint16))
     assert camera16.mode in ("I;16", "I")
 
     exif = Image.Exif()
