@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 REQS   := $(wildcard requirements/*.txt)
 
-.PHONY: setup run test test-unit bench bench-quick browser clean-data lint-compose
+.PHONY: setup run test test-unit bench bench-quick tools clean-data
 
 setup: $(STAMP)
 
@@ -19,14 +19,18 @@ $(STAMP): $(REQS) pyproject.toml
 run: setup
 	$(PY) -m localstack
 
-# The browser test needs Debian's chromium; install it when we may (root, apt).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+# Test tools from Debian: chromium (the web page test, via Playwright) and docker-compose (the compose
+# file check). Installed when missing and we may (root + apt); otherwise we say what to install.
+DEBS := chromium docker-compose
+tools:
+	@missing=""; for d in $(DEBS); do command -v $$d >/dev/null 2>&1 || missing="$$missing $$d"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium is missing: run 'sudo apt-get install chromium' (the web page test needs it)"; exit 1; fi; }
+	    echo "installing$$missing (apt)"; apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "missing:$$missing - run 'sudo apt-get install$$missing' (the tests need them)"; exit 1; fi; fi
 
-test: setup browser
+test: setup tools
 	$(PY) -m pytest
 
 test-unit: setup
