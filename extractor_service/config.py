@@ -15,7 +15,7 @@
 | EXTRACTOR_DECODE_THREADS        | CPU count   | threads that decode and resize images                     |
 | EXTRACTOR_HTTP_THREADS          | 32          | gunicorn gthread threads (concurrent requests)            |
 | EXTRACTOR_REQUEST_TIMEOUT_S     | 120         | how long one request waits for its vectors                |
-| EXTRACTOR_RUNTIME               | tensorflow  | tensorflow, or openvino (CPU; optional package)           |
+| EXTRACTOR_RUNTIME               | tensorflow  | tensorflow, or openvino (CPU, f32; `pip install openvino`) |
 """
 
 from __future__ import annotations

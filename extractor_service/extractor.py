@@ -105,12 +105,13 @@ def _capture(fn):
 def load_extractor(config: ExtractorConfig, weights: ResolvedWeights | None = None,
                    metrics: ExtractorMetrics | None = None) -> Extractor:
     """Resolve weights, build and warm the model, and wrap it in an Extractor (takes seconds)."""
-    from extractor_service.model import FeatureModel
+    from extractor_service.model import FeatureModel, OpenVINOFeatureModel
 
     start = time.perf_counter()
     weights = weights or resolve_weights(config.weights)
     fp = fingerprint(weights.digest, config.input_size, config.precision)
-    model = FeatureModel(weights, config.input_size, config.precision)
+    runtime = OpenVINOFeatureModel if config.runtime == "openvino" else FeatureModel
+    model = runtime(weights, config.input_size, config.precision)
     warm = model.warm_up(config.batch_size_for(model.device))
     log.info(
         "model ready: vgg16 weights=%s (%s, %s layout) input=%d precision=%s device=%s fingerprint=%s "

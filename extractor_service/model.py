@@ -109,3 +109,32 @@ class FeatureModel:
         for n in sizes:
             self(np.zeros((n, self.input_size, self.input_size, 3), np.float32))
         return time.perf_counter() - start
+
+
+class OpenVINOFeatureModel:
+    """The same Keras VGG16, converted to OpenVINO and run by its CPU plugin in float32 (optional runtime).
+
+    Needs `pip install openvino`. Precision is pinned to f32 (OpenVINO would otherwise pick bf16 on CPUs
+    that have it), so vectors stay within 1e-4 of the classic code and keep the fp32 fingerprint.
+    """
+
+    def __init__(self, weights: ResolvedWeights, input_size: int = 224, precision: str = "fp32"):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise RuntimeError("EXTRACTOR_RUNTIME=openvino needs the openvino package: pip install openvino") from None
+        if precision != "fp32":
+            raise RuntimeError(f"EXTRACTOR_RUNTIME=openvino runs fp32 only. Received: precision={precision}")
+        keras_model = FeatureModel(weights, input_size, "fp32")
+        converted = ov.convert_model(keras_model.model, input=[(-1, input_size, input_size, 3)])
+        self._compiled = ov.Core().compile_model(
+            converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+        self.input_size, self.precision, self.dim = input_size, precision, 512
+        self.device, self.gpus, self.pad_batches = "CPU (OpenVINO)", [], False
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Run one batch; returns unit-length float32 vectors, one row per input row."""
+        out = self._compiled(np.ascontiguousarray(batch, dtype=np.float32))[0]
+        return l2_normalize(out)
+
+    warm_up = FeatureModel.warm_up

@@ -63,3 +63,15 @@ def test_bf16_is_close_but_not_identical(hed, small_extractor, batch):
 def test_l2_normalize_keeps_zero_rows_finite():
     out = l2_normalize(np.array([[3, 4], [0, 0]], dtype=np.float32))
     np.testing.assert_allclose(out, [[0.6, 0.8], [0, 0]])
+
+
+def test_openvino_runtime_stays_within_1e4_of_tensorflow(hed, small_extractor, batch):
+    pytest.importorskip("openvino", reason="optional CPU runtime: pip install openvino")
+    from extractor_service.model import OpenVINOFeatureModel
+
+    ov_model = OpenVINOFeatureModel(hed, SMALL)
+    vectors = ov_model(batch)
+    assert vectors.shape == (6, 512)
+    assert np.abs(vectors - small_extractor.model(batch)).max() <= 1e-4
+    with pytest.raises(RuntimeError, match="fp32 only"):
+        OpenVINOFeatureModel(hed, SMALL, "bf16")
