@@ -26,6 +26,7 @@ import logging
 import os
 import time
 import uuid
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -101,20 +102,20 @@ class ImportJobs:
         self.catalog = catalog
         self.alias = f"loader-bulk-{uuid.uuid4().hex[:8]}"
         try:
-            connections.connect(alias=self.alias, uri=catalog.uri, token=catalog.token or "",
-                                timeout=catalog.timeout)
+            with warnings.catch_warnings():  # the ORM API is deprecated in pymilvus 3 but is what 2.3 speaks
+                warnings.simplefilter("ignore")
+                connections.connect(alias=self.alias, uri=catalog.uri, token=catalog.token or "",
+                                    timeout=catalog.timeout)
         except Exception as exc:
             raise CatalogError(f"cannot reach Milvus at {catalog.uri}: {exc}") from exc
 
     def _utility(self, fn: str, *args, **kwargs) -> Any:
-        import warnings
-
         from pymilvus import utility
 
-        with warnings.catch_warnings():  # the ORM API is deprecated in pymilvus 3 but is what 2.3 speaks
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            try:
-                return getattr(utility, fn)(*args, using=self.alias, **kwargs)
+            try:  # a timeout on every call: without one, a dead server makes pymilvus wait indefinitely
+                return getattr(utility, fn)(*args, using=self.alias, timeout=self.catalog.timeout, **kwargs)
             except Exception as exc:
                 raise CatalogError(f"Milvus {fn} failed: {exc}") from exc
 
@@ -136,10 +137,12 @@ class ImportJobs:
     def close(self) -> None:
         from pymilvus import connections
 
-        try:
-            connections.disconnect(self.alias)
-        except Exception:
-            pass
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                connections.disconnect(self.alias)
+            except Exception:  # closing a dead channel may raise; nothing to keep
+                pass
 
 
 def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sys
+import re
 from pathlib import Path
 
 import click
@@ -27,9 +27,12 @@ def _fail(exc: Exception, uri: str = "") -> click.ClickException:
     text = " ".join(str(exc).split())
     if isinstance(exc, CatalogError) and text.startswith("cannot reach Milvus"):
         text = f"cannot reach Milvus at {uri}: start it (make run, or docker compose up) or set MILVUS_URI / --milvus-uri"
-    elif isinstance(exc, CatalogError) and ("unavailable" in text.lower() or "connect" in text.lower()):
-        text = (f"lost Milvus at {uri} ({text[:200]}); the import is resumable: run the same command again "
-                "once Milvus is back")
+    elif isinstance(exc, CatalogError) and text.startswith("Milvus ") and " failed: " in text:
+        # A call failed after the retries (Milvus down, restarting, or refusing): the run is resumable.
+        call = text.split(" failed: ", 1)[0].removeprefix("Milvus ")
+        detail = re.sub(r"\s*stack trace:.*", "", text.split(" failed: ", 1)[1])[:160]
+        text = (f"Milvus at {uri} failed during {call} ({detail}); the import is resumable: run the same "
+                "command again once Milvus is back")
     return click.ClickException(text)
 
 

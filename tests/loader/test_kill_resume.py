@@ -1,0 +1,90 @@
+"""SIGKILL the loader, or the Milvus server, mid-import; the same command again ends with exactly the
+file's valid rows, each name once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from catalog import Catalog
+from localstack.milvus_server import MilvusServer, free_port
+from tests.loader.conftest import REPO, all_names, run_loader, write_classic
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROWS, DIM, BATCH = 12_000, 32, 400  # ROWS stays under one query page (16,384)
+
+
+def _start(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "loader", *args], cwd=REPO, env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_rows(state_dir, proc: subprocess.Popen, rows: int, timeout: float = 120) -> int:
+    """Poll the resume record until at least `rows` rows are acknowledged; returns what it saw."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in state_dir.glob("*.json"):
+            try:
+                done = json.loads(p.read_text()).get("rows_done", 0)
+            except ValueError:
+                continue
+            if done >= rows:
+                return done
+        assert proc.poll() is None, f"loader ended before row {rows}: {proc.communicate()}"
+        time.sleep(0.005)
+    raise TimeoutError(f"no progress to row {rows}")
+
+
+def _assert_exact(catalog: Catalog, names: list[str]) -> None:
+    stored = all_names(catalog)
+    assert catalog.count() == len(names)
+    assert len(stored) == len(names) and sorted(stored) == sorted(names)
+
+
+@pytest.mark.parametrize("kill_at", [BATCH, ROWS // 2, ROWS - 2 * BATCH], ids=["first", "mid", "end"])
+def test_sigkill_loader_then_rerun(milvus_server, catalog, tmp_path, state_dir, kill_at):
+    _, names = write_classic(tmp_path / "a.h5", ROWS, dim=DIM)
+    args = ["import", str(tmp_path / "a.h5"), "--milvus-uri", milvus_server.uri,
+            "--collection", catalog.collection, "--batch-size", str(BATCH), "-q"]
+    proc = _start(args, {"LOADER_STATE_DIR": str(state_dir)})
+    seen = _wait_rows(state_dir, proc, kill_at)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL and seen < ROWS
+    res = run_loader(*args)
+    assert res.returncode == 0, res.stderr
+    assert "resumed after row" in res.stdout and res.stdout.startswith(f"read {ROWS:,}, imported {ROWS:,},")
+    _assert_exact(catalog, names)
+
+
+@pytest.mark.parametrize("mode", ["insert", "bulk"])
+def test_sigkill_milvus_then_rerun(tmp_path, state_dir, mode):
+    server = MilvusServer(tmp_path / "milvus", port=free_port()).start()
+    try:
+        catalog = Catalog(server.uri, collection="killed")
+        _, names = write_classic(tmp_path / "a.h5", ROWS, dim=DIM)
+        args = ["import", str(tmp_path / "a.h5"), "--milvus-uri", server.uri, "--collection", "killed",
+                "--batch-size", str(BATCH), "-q"]
+        if mode == "bulk":
+            args += ["--mode", "bulk", "--bulk-dir", str(tmp_path / "stage"), "--bulk-rows", "3000"]
+        proc = _start([*args, "--retry-seconds", "1"], {"LOADER_STATE_DIR": str(state_dir)})
+        _wait_rows(state_dir, proc, ROWS // 2)
+        server.kill()
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1 and err.strip().startswith("Error: "), err
+        assert len(err.strip().splitlines()) == 1 and "the import is resumable" in err, err
+        server.start()
+        catalog.reset()
+        res = run_loader(*args, timeout=300)  # default --retry-seconds: rides out Milvus's recovery
+        assert res.returncode == 0, res.stderr
+        _assert_exact(catalog, names)
+        catalog.close()
+    finally:
+        server.stop(grace=10)
