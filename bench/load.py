@@ -1,0 +1,192 @@
+"""Loader benchmark: HDF5 -> Milvus rows/s for both write paths against the server's own ceiling.
+
+Starts its own Milvus (temp dir, free port), writes a classic HDF5 file (1,000,000 x 512; `--quick`:
+50,000), and in the same run measures:
+
+  ceiling (insert)  a bare loop of 10,000-row MilvusClient.insert calls, data already in memory
+  ceiling (bulk)    a bare import job of .npy column files already on disk (do_bulk_insert)
+  naive loader      whole file in memory, one insert call per row: timed on a sample, extrapolated
+  ours              `python -m loader import` as a subprocess in each mode, until the data is durable
+                    (flushed); index build + load reported on its own (HNSW after the insert run; the bulk
+                    run builds FLAT, since a second HNSW build of the same rows says nothing new);
+                    peak RSS of the loader process
+
+Prints `RESULT <name> ours=... baseline=... ratio=...` and `RESULT <name> value=...` lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from catalog import Catalog  # noqa: E402
+from catalog import schema as S  # noqa: E402
+from localstack.milvus_server import MilvusServer, free_port  # noqa: E402
+
+DIM = 512
+
+
+def make_file(path: Path, rows: int) -> None:
+    """A classic-layout file written in slabs (the generator's memory stays small too)."""
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        vec = f.create_dataset("dataset_1", (rows, DIM), "float32", chunks=(1024, DIM))
+        names = f.create_dataset("dataset_2", (rows,), "S24")
+        for s in range(0, rows, 50_000):
+            e = min(s + 50_000, rows)
+            vec[s:e] = rng.standard_normal((e - s, DIM), dtype=np.float32)
+            names[s:e] = np.array([f"img/{i:010d}.jpg".encode() for i in range(s, e)])
+
+
+def bare_inserts(uri: str, rows: int) -> float:
+    """Server ceiling for the insert path: rows/s of 10,000-row insert calls, flushed."""
+    cat = Catalog(uri, collection="ceiling_insert")
+    cat.drop()
+    cat.create(DIM, "bench", None)
+    rng = np.random.default_rng(1)
+    block = rng.standard_normal((10_000, DIM), dtype=np.float32)
+    t0 = time.monotonic()
+    for s in range(0, rows, 10_000):
+        n = min(10_000, rows - s)
+        data = [{"name": f"c{s + i}", "vector": block[i], "meta": {}} for i in range(n)]
+        cat.client.insert(cat.collection, data)
+    cat.flush()
+    dt = time.monotonic() - t0
+    cat.drop()
+    return rows / dt
+
+
+def bare_import(uri: str, rows: int, stage: Path) -> float:
+    """Server ceiling for the bulk path: one import job of .npy column files (written beforehand)."""
+    from pymilvus import connections, utility
+
+    cat = Catalog(uri, collection="ceiling_bulk")
+    cat.drop()
+    cat.create(DIM, "bench", None)
+    folder = stage / "npy"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2)
+    vec = np.lib.format.open_memmap(folder / "vector.npy", mode="w+", dtype=np.float32, shape=(rows, DIM))
+    for s in range(0, rows, 50_000):
+        vec[s : s + 50_000] = rng.standard_normal((min(50_000, rows - s), DIM), dtype=np.float32)
+    vec.flush()
+    del vec
+    np.save(folder / "name.npy", np.array([f"c{i}" for i in range(rows)]))
+    np.save(folder / "meta.npy", np.array(["{}"] * rows))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        connections.connect(alias="bench", uri=uri)
+        t0 = time.monotonic()
+        task = utility.do_bulk_insert(cat.collection, files=[str(folder / f) for f in
+                                                             ("name.npy", "vector.npy", "meta.npy")], using="bench")
+        while True:
+            st = utility.get_bulk_insert_state(task, using="bench")
+            if st.state_name == "Completed":
+                break
+            if st.state_name.startswith("Failed"):
+                raise RuntimeError(f"bare import failed: {st.infos}")
+            time.sleep(0.2)
+        cat.flush()
+        dt = time.monotonic() - t0
+    cat.drop()
+    return rows / dt
+
+
+def naive_loader(uri: str, path: Path, sample: int) -> float:
+    """The loader we replace: read everything, then one insert per row (timed on `sample` rows)."""
+    cat = Catalog(uri, collection="naive")
+    cat.drop()
+    cat.create(DIM, "bench", None)
+    t0 = time.monotonic()
+    with h5py.File(path, "r") as f:
+        feats = f["dataset_1"][:]  # the whole file in memory
+        names = f["dataset_2"][:]
+    read_s = time.monotonic() - t0
+    t1 = time.monotonic()
+    for i in range(sample):
+        v = feats[i] / np.linalg.norm(feats[i])
+        cat.client.insert(cat.collection, [{"name": names[i].decode(), "vector": v.tolist(), "meta": {}}])
+    per_row = (time.monotonic() - t1) / sample
+    cat.drop()
+    return len(names) / (read_s + per_row * len(names))
+
+
+def run_ours(uri: str, path: Path, collection: str, extra: list[str], state: Path) -> tuple[float, float, float]:
+    """(rows/s until durable, index+load seconds, peak RSS MB) of `python -m loader import`."""
+    cmd = [sys.executable, "-m", "loader", "import", str(path), "--milvus-uri", uri, "--collection", collection,
+           "--quiet", *extra]
+    proc = psutil.Popen(cmd, cwd=REPO, env={**os.environ, "LOADER_STATE_DIR": str(state)},
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, proc.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"loader failed: {err or out}")
+    print("  " + out.strip(), flush=True)
+    m = re.search(r", ([\d,]+) rows/s, index\+load ([\d.]+) s", out)
+    assert m, out
+    return float(m.group(1).replace(",", "")), float(m.group(2)), peak / 2**20
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="50,000 rows: under two minutes")
+    parser.add_argument("--rows", type=int, default=None)
+    parser.add_argument("--index", default=None, help="index type for our runs (default HNSW; quick: FLAT)")
+    args = parser.parse_args()
+    rows = args.rows or (50_000 if args.quick else 1_000_000)
+    index = args.index or ("FLAT" if args.quick else "HNSW")
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
+        tmp = Path(tmp)
+        server = MilvusServer(tmp / "milvus", port=free_port()).start()
+        try:
+            path = tmp / "features.h5"
+            t0 = time.monotonic()
+            make_file(path, rows)
+            print(f"file: {rows:,} x {DIM} ({path.stat().st_size / 2**20:,.0f} MB) in {time.monotonic() - t0:.0f} s")
+            ceil_insert = bare_inserts(server.uri, rows)
+            print(f"ceiling insert: {ceil_insert:,.0f} rows/s", flush=True)
+            ceil_bulk = bare_import(server.uri, rows, tmp / "stage_ceiling")
+            print(f"ceiling bulk import: {ceil_bulk:,.0f} rows/s", flush=True)
+            naive = naive_loader(server.uri, path, sample=min(2000, rows))
+            print(f"naive loader (extrapolated): {naive:,.0f} rows/s", flush=True)
+            ins, ins_index, ins_rss = run_ours(server.uri, path, "ours_insert", ["--index", index], tmp / "s1")
+            blk, blk_index, blk_rss = run_ours(server.uri, path, "ours_bulk",
+                                               ["--mode", "bulk", "--bulk-dir", str(tmp / "stage"),
+                                                "--index", "FLAT"], tmp / "s2")  # one HNSW build is enough
+        finally:
+            server.stop()
+    print(f"RESULT load_insert_vs_ceiling ours={ins:.0f}rows/s baseline={ceil_insert:.0f}rows/s "
+          f"ratio={ins / ceil_insert:.3f}")
+    print(f"RESULT load_bulk_vs_ceiling ours={blk:.0f}rows/s baseline={ceil_bulk:.0f}rows/s ratio={blk / ceil_bulk:.3f}")
+    print(f"RESULT load_insert_vs_naive ours={ins:.0f}rows/s baseline={naive:.0f}rows/s ratio={ins / naive:.1f}")
+    print(f"RESULT load_bulk_vs_naive ours={blk:.0f}rows/s baseline={naive:.0f}rows/s ratio={blk / naive:.1f}")
+    print(f"RESULT load_index_build_{index.lower()} value={ins_index:.1f}s")
+    print(f"RESULT load_peak_rss_insert value={ins_rss:.0f}MB")
+    print(f"RESULT load_peak_rss_bulk value={blk_rss:.0f}MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
