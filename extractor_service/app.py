@@ -117,6 +117,9 @@ def _read_image_parts(config: ExtractorConfig) -> list[bytes]:
         raise APIError(415, "not_multipart",
                        "send multipart/form-data with one or more parts named 'image'")
     parts = request.files.getlist("image")
+    if not parts and "image" in request.form:
+        raise APIError(400, "missing_image",
+                       "the 'image' part is a text field: send it as a file part (curl -F image=@photo.jpg)")
     if not parts:
         raise APIError(400, "missing_image", "no part named 'image': send one or more multipart parts named 'image'")
     if len(parts) > config.max_parts:

@@ -64,6 +64,7 @@ def test_binary_response(client, varied):
 
 @pytest.mark.parametrize("kwargs, status, code", [
     ({"data": {"other": (io.BytesIO(b"x"), "x.jpg")}, "content_type": "multipart/form-data"}, 400, "missing_image"),
+    ({"data": {"image": "not a file"}, "content_type": "multipart/form-data"}, 400, "missing_image"),
     ({"json": {"image": "x"}}, 415, "not_multipart"),
     ({}, 415, "not_multipart"),
 ])
