@@ -37,10 +37,10 @@ test-unit: setup
 	$(PY) -m pytest -m "not integration"
 
 bench: setup
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 bench-quick: setup
-	@for b in bench/*.py; do echo "== $$b --quick"; $(PY) $$b --quick || exit 1; done
+	@for b in bench/[!_]*.py; do echo "== $$b --quick"; $(PY) $$b --quick || exit 1; done
 
 clean-data:
 	rm -rf data/milvus

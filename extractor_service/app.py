@@ -22,6 +22,7 @@ from extractor_service.batching import BatcherClosed, BatcherOverloaded
 from extractor_service.config import ExtractorConfig
 from extractor_service.extractor import Extractor, load_extractor
 from extractor_service.metrics import ExtractorMetrics
+from extractor_service.openapi import OPENAPI
 from extractor_service.preprocessing import ImageError
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,11 @@ def readyz():
 @bp.get("/v1/info")
 def info():
     return _state().require_extractor().info()
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return OPENAPI
 
 
 @bp.get("/metrics")

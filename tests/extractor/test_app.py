@@ -163,3 +163,10 @@ def test_load_failure_is_reported(small_config):
     assert called.wait(5)
     resp = client.get("/readyz")
     assert resp.status_code == 503 and "weights file vanished" in resp.get_json()["error"]["message"]
+
+
+def test_openapi_document_lists_the_endpoints(client):
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    assert {"/healthz", "/readyz", "/v1/info", "/v1/extract", "/metrics"} <= set(spec["paths"])
+    assert "multipart/form-data" in spec["paths"]["/v1/extract"]["post"]["requestBody"]["content"]

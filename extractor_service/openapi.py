@@ -1,0 +1,92 @@
+"""The OpenAPI 3.1 document served at `/openapi.json` (hand-written: the API is small and stable)."""
+
+from __future__ import annotations
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+OPENAPI: dict = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "VGG16 feature extractor",
+        "version": "1",
+        "description": "Images in, 512-d L2-normalised VGG16 vectors out (global max pooling of the last "
+        "conv block), equal to the classic Keras pipeline's within 1e-4.",
+    },
+    "paths": {
+        "/healthz": {"get": {"summary": "the process is alive",
+                             "responses": {"200": _json({"type": "object"}, "alive")}}},
+        "/readyz": {"get": {"summary": "the model is loaded and warmed",
+                            "responses": {"200": _json({"type": "object"}, "ready"),
+                                          "503": _json(_ERROR, "still loading")}}},
+        "/v1/info": {"get": {"summary": "model, weights, dimension and fingerprint",
+                             "responses": {"200": _json({"$ref": "#/components/schemas/Info"}, "model info"),
+                                           "503": _json(_ERROR, "still loading")}}},
+        "/v1/extract": {
+            "post": {
+                "summary": "vectors for one or more images, one result per `image` part, in order",
+                "requestBody": {
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": {
+                        "type": "object",
+                        "properties": {"image": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                        "required": ["image"],
+                    }}},
+                },
+                "parameters": [{
+                    "name": "Accept", "in": "header", "required": False, "schema": {"type": "string"},
+                    "description": "application/octet-stream for N x dim little-endian float32 (failed rows NaN, "
+                    "listed in the X-Errors header)",
+                }],
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Extraction"}, "per-image vectors or errors"),
+                    "400": _json(_ERROR, "no `image` part"),
+                    "413": _json(_ERROR, "too many parts or body too large"),
+                    "415": _json(_ERROR, "not multipart/form-data"),
+                    "503": _json(_ERROR, "not ready, overloaded or timed out; retry"),
+                },
+            }
+        },
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
+        "/openapi.json": {"get": {"summary": "this document", "responses": {"200": {"description": "JSON"}}}},
+    },
+    "components": {
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "properties": {"error": {"type": "object", "properties": {
+                    "code": {"type": "string"}, "message": {"type": "string"}}, "required": ["code", "message"]}},
+                "required": ["error"],
+            },
+            "Info": {
+                "type": "object",
+                "properties": {
+                    "model": {"type": "string"}, "weights": {"type": "string"}, "dim": {"type": "integer"},
+                    "input_size": {"type": "integer"}, "pooling": {"type": "string"},
+                    "normalized": {"type": "boolean"}, "precision": {"type": "string"},
+                    "device": {"type": "string"}, "fingerprint": {"type": "string"},
+                },
+                "required": ["model", "weights", "dim", "input_size", "pooling", "normalized", "fingerprint"],
+            },
+            "Extraction": {
+                "type": "object",
+                "properties": {
+                    "fingerprint": {"type": "string"},
+                    "dim": {"type": "integer"},
+                    "results": {"type": "array", "items": {"oneOf": [
+                        {"type": "object", "properties": {"vector": {"type": "array", "items": {"type": "number"}}},
+                         "required": ["vector"]},
+                        {"type": "object", "properties": {"error": {"type": "object", "properties": {
+                            "code": {"type": "string"}, "message": {"type": "string"},
+                            "status": {"type": "integer"}}}}, "required": ["error"]},
+                    ]}},
+                },
+                "required": ["fingerprint", "dim", "results"],
+            },
+        }
+    },
+}
