@@ -30,11 +30,12 @@ Reports the client's wall time, the service's stages (`took_ms`) and the service
 wall time minus extractor and Milvus time.
 
 Milvus segments: every query visits every sealed segment, so on 2 cores fewer, larger segments are
-faster. `--segment-mb` (default 4096) raises `dataCoord.segment.maxSize` and sets `sealProportion` to 1 in
-the rendered milvus.yaml (these keys are not in the milvus package's config template, so they are edited
-after rendering); `--segment-mb 0` keeps the package defaults (512 MB, 0.23).
+faster. `--segment-mb` (default 4096) sets, in the rendered milvus.yaml, `dataCoord.segment.maxSize` to
+it, `sealProportion` to 1 and `maxBinlogFileNumber` to segment-mb/16 (a growing segment is also sealed
+after that many 16 MB insert-buffer flushes). These keys are not in the milvus package's config template,
+so they are edited after rendering; `--segment-mb 0` keeps the package defaults (512 MB, 0.23, 32).
 
-    .venv/bin/python bench/search.py            # 100k and 1M, Gaussian at 100k, end to end
+    .venv/bin/python bench/search.py            # 100k and 1M, broad and Gaussian at 100k, end to end
     .venv/bin/python bench/search.py --quick    # 100k only, fewer queries: under two minutes
 """
 
@@ -153,8 +154,10 @@ class BenchMilvus(MilvusServer):
         if self.segment_mb:
             path = self.data_dir / "configs" / "milvus.yaml"
             text = path.read_text()
+            # A growing segment is also sealed after maxBinlogFileNumber flushes of insertBufSize (16 MB).
             for old, new in ((" maxSize: 512 #", f" maxSize: {self.segment_mb} #"),
-                             (" sealProportion: 0.23", " sealProportion: 1")):
+                             (" sealProportion: 0.23", " sealProportion: 1"),
+                             (" maxBinlogFileNumber: 32", f" maxBinlogFileNumber: {max(32, self.segment_mb // 16)}")):
                 if old not in text:
                     raise RuntimeError(f"milvus.yaml has no {old.strip()!r}: the template changed")
                 text = text.replace(old, new, 1)

@@ -97,12 +97,13 @@ class ImageFiles:
         """
         check_name(name)
         root = self._real_root()
-        target = os.path.join(root, name)
-        parent = os.path.dirname(target)
-        os.makedirs(parent, exist_ok=True)
-        real_parent = os.path.realpath(parent)
-        if not (real_parent == root or self._inside(real_parent)):
-            raise BadName(f"the image name {name!r} leads outside IMAGE_ROOT")
+        parent = os.path.dirname(os.path.join(root, name))
+        # Check before creating folders (a symlinked folder must not get new folders outside), and after.
+        for _ in range(2):
+            real_parent = os.path.realpath(parent)
+            if not (real_parent == root or self._inside(real_parent)):
+                raise BadName(f"the image name {name!r} leads outside IMAGE_ROOT")
+            os.makedirs(real_parent, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=real_parent, prefix=".upload-", suffix=".part")
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -66,6 +66,8 @@ def test_symlinks_that_escape_the_root_are_refused(tmp_path):
     assert files.find("inner-link.jpg") is not None  # a link that stays inside is fine
     with pytest.raises(BadName, match="outside"):
         files.stage("linkdir/new.jpg", b"data")
+    with pytest.raises(BadName, match="outside"):
+        files.stage("linkdir/sub/new.jpg", b"data")  # no folder is created outside either
     assert not (tmp_path / "outside" / "new.jpg").exists()
     assert list((tmp_path / "outside").iterdir()) == [tmp_path / "outside" / "secret.jpg"]
 
