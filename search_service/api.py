@@ -61,6 +61,10 @@ def search():
         took["extract"] = _ms(t)
         info = svc.guard.check(fingerprint, len(vector))
     elif query.vector is not None:
+        stored = svc.guard.collection()
+        if stored.exists and stored.dim and len(query.vector) != stored.dim:
+            raise ApiError(400, "bad_vector", f"vector has {len(query.vector)} values; the collection "
+                                              f"{svc.catalog.collection!r} stores {stored.dim}-d vectors")
         fingerprint = query.fingerprint or svc.guard.extractor_info().fingerprint
         info = svc.guard.check(fingerprint, len(query.vector))
         vector = np.asarray(query.vector, dtype=np.float32)

@@ -3,6 +3,7 @@
 | raised | status |
 |---|---|
 | ApiError (bad input we detect) | its status (400, 401, 404, ...) |
+| BadName (an image name that cannot be stored under IMAGE_ROOT) | 400 |
 | any werkzeug HTTPException (404, 405, 413, bad multipart...) | its status |
 | ExtractorRejected (the extractor refused the image) | the extractor's 4xx, its code and message |
 | FingerprintMismatch | 409, naming both fingerprints and what to do |
@@ -19,6 +20,7 @@ from flask import Flask, current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
 from catalog.errors import CatalogError, ExtractorRejected, ExtractorUnavailable, FingerprintMismatch
+from search_service.files import BadName
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api(exc: ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.errorhandler(BadName)
+    def _bad_name(exc: BadName):
+        return error_response(400, "bad_name", str(exc))
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):

@@ -123,8 +123,20 @@ class ImageFiles:
             pass
 
     def remove(self, name: str) -> bool:
-        """Delete the file for `name` when it exists under the root; returns whether one was removed."""
-        if self.find(name) is None:
+        """Delete the file (or symlink) at `name` under the root; returns whether one was removed.
+
+        A symlink is removed itself, never its target, wherever it points; folders on the way must stay
+        inside the root.
+        """
+        try:
+            check_name(name)
+        except BadName:
             return False
-        os.unlink(os.path.join(self._real_root(), name))  # the link itself when `name` is a symlink
+        path = os.path.join(self._real_root(), name)
+        parent = os.path.realpath(os.path.dirname(path))
+        if not (parent == self._real_root() or self._inside(parent)):
+            return False
+        if not (os.path.islink(path) or os.path.isfile(path)):
+            return False
+        os.unlink(os.path.join(parent, os.path.basename(name)))
         return True

@@ -125,7 +125,7 @@ def test_bad_image_passes_the_extractors_message_through(client):
 
 def test_wrong_vector_dimension_is_refused_not_searched(client):
     add(client, "red.jpg", colour_jpeg(RED))
-    assert_error(client.post("/v1/search", json={"vector": [1.0, 2.0, 3.0]}), 409, "fingerprint_mismatch", "3-d")
+    assert_error(client.post("/v1/search", json={"vector": [1.0, 2.0, 3.0]}), 400, "bad_vector", "12-d")
 
 
 @pytest.mark.parametrize("name, words", [("../escape.jpg", "'..'"), ("/abs.jpg", "absolute"), ("a\\b.jpg", "backslash")])
@@ -231,3 +231,11 @@ def test_unexpected_errors_are_500_without_trace(make_app, fake_extractor):
 
 def test_wrong_method_is_json_405(client):
     assert_error(client.get("/v1/search"), 405, "method_not_allowed")
+
+
+def test_a_name_through_a_folder_link_out_of_the_root_is_400(client, tmp_path):
+    (tmp_path / "images").mkdir(exist_ok=True)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "images" / "outlink").symlink_to(tmp_path / "outside")
+    assert_error(add(client, "outlink/evil.jpg", colour_jpeg(RED)), 400, "bad_name", "outside IMAGE_ROOT")
+    assert list((tmp_path / "outside").iterdir()) == []

@@ -87,13 +87,22 @@ def test_stage_commit_discard_and_remove(tmp_path):
     assert files.remove("../../etc/passwd") is False
 
 
-def test_remove_deletes_an_inner_link_not_its_target(tmp_path):
+def test_remove_deletes_a_link_never_its_target(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     (root / "real.jpg").write_bytes(b"ok")
+    (tmp_path / "outside.jpg").write_bytes(b"keep")
+    (tmp_path / "outdir").mkdir()
+    (tmp_path / "outdir" / "x.jpg").write_bytes(b"keep")
     os.symlink(root / "real.jpg", root / "alias.jpg")
-    assert ImageFiles(root).remove("alias.jpg")
+    os.symlink(tmp_path / "outside.jpg", root / "out.jpg")
+    os.symlink(tmp_path / "outdir", root / "outdir")
+    files = ImageFiles(root)
+    assert files.remove("alias.jpg") and files.remove("out.jpg")
     assert (root / "real.jpg").exists() and not os.path.lexists(root / "alias.jpg")
+    assert (tmp_path / "outside.jpg").read_bytes() == b"keep" and not os.path.lexists(root / "out.jpg")
+    assert files.remove("outdir/x.jpg") is False  # through a folder link out of the root: untouched
+    assert (tmp_path / "outdir" / "x.jpg").exists()
 
 
 def test_file_url_escapes_but_keeps_folders():
