@@ -360,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segment-mb", type=int, default=4096, help="Milvus segment max size; 0 = package default")
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end service part")
     parser.add_argument("--no-gaussian", action="store_true", help="skip the Gaussian worst case")
+    parser.add_argument("--no-broad", action="store_true", help="skip the broad (ImageNet-like) data set")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in (args.sizes or ("100000" if args.quick else "100000,1000000")).split(",")]
@@ -396,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                 kept = cat
             else:
                 cat.drop()
-        if not args.quick:
+        if not (args.quick or args.no_broad):
             n = sizes[0]
             gen = VggLikeVectors(n_clusters=max(100, n // 100), seed=args.seed + 100, **PRESETS["broad"])
             vectors, queries = gen.sample(n, rng), gen.sample(nq, rng)
