@@ -195,10 +195,8 @@ def test_image_root_is_never_escaped_by_writes_or_deletes(secured, layout):
     assert outside_snapshot(layout) == before
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: POST /v1/images with a name under a symlinked folder that leads "
-                   "out of IMAGE_ROOT (outlink/evil.jpg) is refused with a 500, not a 400: files.stage raises "
-                   "BadName, which search_service/api.py add_image does not map (the root is not escaped)")
 def test_a_name_through_a_folder_link_out_of_the_root_is_a_400(secured, layout):
+    """Was a 500 (BadName from ImageFiles.stage unmapped); fixed in 85dbe05, kept as a guard."""
     before = outside_snapshot(layout)
     resp = add(secured.url, "outlink/evil.jpg")
     assert outside_snapshot(layout) == before  # never escaped, whatever the status
