@@ -159,7 +159,10 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc):
         limit = app.config["MAX_CONTENT_LENGTH"]
-        if request.content_length is not None and request.content_length > limit:
+        # Werkzeug raises the same error for "body over the limit" and "too many parts". A chunked body
+        # has no Content-Length, so also ask the limited input stream how far it got.
+        consumed = getattr(request.stream, "_pos", 0) or 0
+        if (request.content_length or 0) > limit or consumed >= limit:
             return error_response(413, "request_too_large",
                                   f"the request body is over the limit of {limit} bytes: send fewer or smaller images")
         return error_response(413, "too_many_parts", "the request has too many multipart parts: split it")

@@ -289,9 +289,6 @@ def test_query_vector_scale_does_not_change_results(search_service, session_cata
         assert got == want, f"scale {scale}: {got} != {want}"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an oversized chunked body (no Content-Length) gets 413 "
-                   "'too_many_parts ... split it' instead of 'request_too_large' (extractor_service/app.py "
-                   "too_large decides by request.content_length, which chunked bodies lack)")
 def test_extractor_names_the_body_size_for_a_chunked_oversized_body(extractor_service):
     resp = requests.post(extractor_service.url + "/v1/extract", timeout=120,
                          **_chunked([Part(data=b"\xff\xd8" + bytes(120_000_000))]))
