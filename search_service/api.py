@@ -18,7 +18,7 @@ bp = Blueprint("api", __name__, url_prefix="/v1")
 
 EMPTY_MESSAGE = (
     "The catalogue is empty: add pictures with POST /v1/images, or load a folder with "
-    "`python -m loader index DIR`."
+    "'python -m loader index DIR'."
 )
 
 
