@@ -161,8 +161,7 @@ def _register_errors(app: Flask) -> None:
         limit = app.config["MAX_CONTENT_LENGTH"]
         # Werkzeug raises the same error for "body over the limit" and "too many parts". A chunked body
         # has no Content-Length, so also ask the limited input stream how far it got.
-        consumed = getattr(request.stream, "_pos", 0) or 0
-        if (request.content_length or 0) > limit or consumed >= limit:
+        if _body_over(limit):
             return error_response(413, "request_too_large",
                                   f"the request body is over the limit of {limit} bytes: send fewer or smaller images")
         return error_response(413, "too_many_parts", "the request has too many multipart parts: split it")
@@ -221,3 +220,13 @@ def _load_in_background(state: ServiceState, loader, on_load_error) -> None:
         state.load_error = str(exc)
         if on_load_error is not None:
             on_load_error(exc)
+
+
+def _body_over(limit: int) -> bool:
+    """Whether the request body went over `limit` (as opposed to werkzeug's part-count limit)."""
+    if request.content_length is not None:
+        return request.content_length > limit
+    try:  # chunked: no Content-Length; ask the limited input stream how far it read
+        return (getattr(request.stream, "_pos", 0) or 0) >= limit
+    except Exception:  # werkzeug refuses to hand out the stream of an over-long body
+        return True

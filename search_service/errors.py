@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 
-from flask import Flask, current_app, jsonify
+from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from catalog.errors import CatalogError, ExtractorRejected, ExtractorUnavailable, FingerprintMismatch
@@ -68,8 +68,12 @@ def register_error_handlers(app: Flask) -> None:
     def _http(exc: HTTPException):
         message = exc.description or exc.name
         if exc.code == 413:
+            # Werkzeug raises 413 both for a body over the limit and for too many multipart parts.
             limit = current_app.config["SEARCH"].max_upload_bytes
-            message = f"the upload is larger than {limit} bytes; send a smaller image"
+            if _body_over(limit):
+                message = f"the upload is larger than {limit} bytes; send a smaller image"
+            else:
+                message = "the request has too many multipart parts; send one 'image' part"
         headers = {k: v for k, v in exc.get_headers() if k.lower() in ("allow", "www-authenticate")}
         return error_response(exc.code or 500, _snake(exc.name), message, headers)
 
@@ -114,3 +118,13 @@ def register_error_handlers(app: Flask) -> None:
 def _first_line(exc: Exception, limit: int = 300) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:limit]
+
+
+def _body_over(limit: int) -> bool:
+    """Whether the request body went over `limit` (as opposed to werkzeug's part-count limit)."""
+    if request.content_length is not None:
+        return request.content_length > limit
+    try:  # chunked: no Content-Length; ask the limited input stream how far it read
+        return (getattr(request.stream, "_pos", 0) or 0) >= limit
+    except Exception:  # werkzeug refuses to hand out the stream of an over-long body
+        return True

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from flask import Request
 
 from search_service.errors import ApiError
@@ -69,9 +71,15 @@ def parse_vector(raw: Any) -> list[float]:
         raise ApiError(400, "bad_vector", f"vector has {len(raw)} values; at most {VECTOR_MAX_DIM} are accepted")
     if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in raw):
         raise ApiError(400, "bad_vector", "vector must hold only finite numbers (no strings, null, NaN or inf)")
-    if not any(raw):
+    # Cosine similarity ignores scale, but float32 does not: normalise in float64 before anything casts,
+    # so 1e300 or 1e-40 times a vector ranks exactly like the vector itself. Dividing by the largest
+    # magnitude first keeps the norm itself from overflowing or underflowing.
+    vec = np.asarray(raw, dtype=np.float64)
+    peak = float(np.max(np.abs(vec)))
+    if peak == 0.0:
         raise ApiError(400, "bad_vector", "vector is all zeros; cosine similarity is undefined for it")
-    return [float(x) for x in raw]
+    vec = vec / peak
+    return (vec / np.linalg.norm(vec)).tolist()
 
 
 def uploaded_image(req: Request, required: bool = True) -> tuple[str, bytes] | None:
@@ -99,7 +107,10 @@ def parse_search(req: Request) -> SearchQuery:
             image=data, filename=filename,
         )
     if req.is_json:
-        body = req.get_json(silent=True)
+        try:
+            body = req.get_json(silent=True)
+        except RecursionError:  # silent=True only swallows ValueError; absurdly nested JSON raises this
+            body = None
         if not isinstance(body, dict):
             raise ApiError(400, "bad_json", 'the body must be a JSON object such as {"vector": [...], "top_k": 10}')
         query = SearchQuery(
@@ -141,6 +152,8 @@ def parse_meta(raw: str | None) -> dict:
         raise ApiError(400, "bad_meta", f"meta is larger than {META_MAX_BYTES} bytes")
     try:
         value = json.loads(raw)
+    except RecursionError:
+        raise ApiError(400, "bad_meta", "meta is nested too deeply; send a flat JSON object") from None
     except ValueError as exc:
         raise ApiError(400, "bad_meta", f"meta must be a JSON object: {exc}") from None
     if not isinstance(value, dict):

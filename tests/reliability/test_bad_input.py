@@ -247,8 +247,6 @@ def test_request_corpus(extractor_service, search_service, session_catalogue, ca
 
 # -- bugs found by the corpus (kept failing on purpose; they flip to XPASS->FAIL when fixed) --------------
 
-@pytest.mark.xfail(strict=True, reason="BUG: deeply nested JSON body -> 500 (RecursionError escapes "
-                   "request.get_json(silent=True) in search_service/inputs.py parse_search)")
 def test_deeply_nested_json_search_body_is_a_4xx(search_service):
     for body in ("[" * 5000 + "]" * 5000, '{"vector": ' + "[" * 5000 + "]" * 5000 + "}"):
         resp = requests.post(search_service.url + "/v1/search", data=body,
@@ -256,8 +254,6 @@ def test_deeply_nested_json_search_body_is_a_4xx(search_service):
         assert_json_error(resp, case="nested json")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: deeply nested JSON in the `meta` field of POST /v1/images -> 500 "
-                   "(RecursionError is not a ValueError in search_service/inputs.py parse_meta)")
 def test_deeply_nested_meta_is_a_4xx(search_service):
     resp = requests.post(search_service.url + "/v1/images", files={"image": ("a.jpg", JPEG)},
                          data={"name": "nested-meta.jpg", "meta": "[" * 5000 + "]" * 5000}, timeout=60)
@@ -265,9 +261,6 @@ def test_deeply_nested_meta_is_a_4xx(search_service):
     assert requests.get(search_service.url + "/v1/images/nested-meta.jpg", timeout=10).status_code == 404
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a query vector is cast to float32 without normalising: finite "
-                   "values beyond float32 (1e300) give 200 with no results, and 1e38 or 1e-45 scaled copies of a "
-                   "good vector get every score 0.0 (search_service/api.py search -> catalog.search)")
 def test_query_vector_scale_does_not_change_results(search_service, session_catalogue):
     """Cosine similarity ignores scale: a scaled copy of a vector must rank like it, or be refused (4xx)."""
     rng = np.random.default_rng(3)
@@ -296,9 +289,6 @@ def test_extractor_names_the_body_size_for_a_chunked_oversized_body(extractor_se
     assert err["code"] == "request_too_large", err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: 1500 tiny parts (~250 KB) get 413 'the upload is larger than "
-                   "20971520 bytes' - the limit hit is werkzeug's max_form_parts, not the size "
-                   "(search_service/errors.py _http rewrites every 413 as a size error)")
 def test_search_names_the_part_count_for_too_many_parts(search_service):
     resp = requests.post(search_service.url + "/v1/search", timeout=60, **_mp(TOO_MANY_PARTS))
     err = assert_json_error(resp, statuses=[413], case="1500 parts")
