@@ -98,9 +98,9 @@ class Catalog:
         """Whether the collection exists."""
         return bool(self._call("has_collection", self.collection))
 
-    def properties(self) -> dict[str, str]:
-        """The collection's properties (fingerprint, dim, schema version); cached."""
-        if self._props is None:
+    def properties(self, refresh: bool = False) -> dict[str, str]:
+        """The collection's properties (fingerprint, dim, schema version); cached unless `refresh`."""
+        if self._props is None or refresh:
             desc = self._call("describe_collection", self.collection)
             self._props = {str(k): str(v) for k, v in (desc.get("properties") or {}).items()}
         return self._props

@@ -69,10 +69,8 @@ class ModelGuard:
         if not self.catalog.exists():
             info = CollectionInfo(exists=False)
         else:
-            # Catalog caches properties for its lifetime; a re-created collection must be re-read.
-            # (Catalog has no public refresh; asked the lead for one.)
-            self.catalog._props = None
-            props = self.catalog.properties()
+            # A dropped and re-created collection has new properties: re-read them.
+            props = self.catalog.properties(refresh=True)
             dim = props.get(S.PROP_DIM)
             info = CollectionInfo(
                 exists=True,
