@@ -22,7 +22,7 @@ class FakeCatalog:
             raise CatalogError("Milvus down")
         return self.present
 
-    def properties(self):
+    def properties(self, refresh=False):
         self.reads += 1
         return {"fingerprint": self.fp, "dim": str(self.d)}
 
