@@ -45,6 +45,10 @@ ARROW_SCHEMA = pa.schema(
 )
 ROW_GROUP_BYTES = 32 * 1024 * 1024  # BulkWriter's choice: bounds the server-side Parquet reader's memory
 JOB_TRIES = 3
+# A job that neither finishes nor moves for this long is reported instead of waited on for ever. Seen on
+# Milvus 2.3: a job submitted within the session TTL (15 s) after an unclean restart is sent to the dead
+# data node's session and stays "Started" until the server expires it (importTaskExpiration, 900 s).
+STALL_SECONDS = 180.0
 DONE_STATES = ("Completed",)
 FAILED_STATES = ("Failed", "Failed and cleaned")
 
@@ -183,10 +187,19 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
 
     def settle(job: dict) -> None:
         """Drive one job to `done` (submit, wait, retry on failure)."""
+        last, since = None, time.monotonic()
         while job["status"] != "done":
             if job["status"] == "staged":
                 submit(job)
-            name, reason, _ = with_retry(lambda: milvus.state(job["task"]), retry)
+            name, reason, rows = with_retry(lambda: milvus.state(job["task"]), retry)
+            if (name, rows) != last:
+                last, since = (name, rows), time.monotonic()
+            elif time.monotonic() - since > STALL_SECONDS:
+                raise BulkError(
+                    f"import job {job['task']} has not moved for {STALL_SECONDS:.0f} s (state {name}); Milvus may "
+                    "still be recovering from a restart and expires such jobs itself: run the same command "
+                    "again later (tracked jobs are never imported twice)"
+                )
             if name in DONE_STATES:
                 job["status"] = "done"
                 state.save()
