@@ -69,7 +69,9 @@ def catalogue_size(milvus_uri: str, collection: str) -> int:
     """Rows in the collection, 0 when it does not exist."""
     from catalog import Catalog
 
-    cat = Catalog(milvus_uri, collection=collection)
+    # Generous timeout: the first Strong-consistency query after a restart waits for Milvus to replay its
+    # log (10-15 s on 2 cores), longer than a request-serving timeout should be.
+    cat = Catalog(milvus_uri, collection=collection, timeout=120)
     try:
         return cat.count() if cat.exists() else 0
     finally:
