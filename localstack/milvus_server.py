@@ -167,6 +167,7 @@ class NetnsDialer:
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         self._inside = False
+        self._closed = False
         self._thread = threading.Thread(target=self._serve, name="milvus-netns-dialer", daemon=True)
         self._thread.start()
 
@@ -183,11 +184,15 @@ class NetnsDialer:
         return self._call("socket")
 
     def close(self) -> None:
-        if self._thread.is_alive():
+        """Stop the thread; later calls raise ConnectionRefusedError."""
+        if not self._closed:
             self._call("quit")
+            self._closed = True
             self._thread.join(timeout=5)
 
     def _call(self, op: str, arg: object = None):
+        if self._closed:
+            raise ConnectionRefusedError("Milvus is not running")
         done: Future = Future()
         self._requests.put((op, arg, done))
         return done.result(timeout=30)
@@ -307,7 +312,8 @@ class LoopbackRelay:
     def _serve(self, client: socket.socket) -> None:
         try:
             upstream = self._connect()
-        except OSError:
+        except Exception as exc:  # down, or starting: the client sees a reset and retries
+            log.debug("relay: upstream not reachable: %s", exc)
             with contextlib.suppress(OSError):
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             client.close()
@@ -365,8 +371,9 @@ class MilvusServer:
         """`extra_config` overrides milvus.yaml settings by dotted key ("dataCoord.segment.maxSize": 1024);
         only keys already present in the package's template can be set.
 
-        `isolate_network`: run Milvus in its own network namespace behind a 127.0.0.1 relay (needs root).
-        None reads MILVUS_ISOLATE_NETWORK (1/0); unset means off.
+        `isolate_network`: run Milvus in its own network namespace behind a 127.0.0.1 relay (needs root;
+        True fails where that is impossible). None reads MILVUS_ISOLATE_NETWORK (1/0); unset means: on
+        where possible (root on Linux), otherwise off with a warning that Milvus listens on all interfaces.
         """
         self.data_dir = Path(data_dir).resolve()
         self.port = port
@@ -502,8 +509,9 @@ class MilvusServer:
         return self
 
     def _choose_isolation(self) -> None:
+        """Isolate when asked to, or by default where this process may (root on Linux)."""
         if self._explicit_isolation is None:
-            self.isolate_network = False
+            self.isolate_network = can_isolate_network()
         elif self._explicit_isolation and not can_isolate_network():
             raise RuntimeError(
                 f"isolate_network ({ISOLATE_ENV}=1) needs Linux and root (CAP_SYS_ADMIN) to create a network "
@@ -512,8 +520,11 @@ class MilvusServer:
         else:
             self.isolate_network = self._explicit_isolation
         if not self.isolate_network:
-            log.warning("Milvus 2.3 listens on all interfaces (its ports cannot be bound to 127.0.0.1); "
-                        "firewall them on a shared network, or run as root for an isolated network namespace")
+            log.warning("Milvus 2.3 listens on all interfaces (its ports cannot be bound to 127.0.0.1): "
+                        "firewall them on a shared network, or run as root to give Milvus its own network "
+                        "namespace behind a 127.0.0.1 relay (%s)",
+                        f"{ISOLATE_ENV}=0" if self._explicit_isolation is False
+                        else "not root, or network namespaces are not permitted here")
 
     def _enter_netns(self, deadline: float) -> None:
         """Point the dialer at Milvus's namespace once the launcher has created it."""
@@ -535,9 +546,10 @@ class MilvusServer:
         """A TCP connection to 127.0.0.1:port as Milvus sees it (inside its namespace when isolated)."""
         if not self.isolate_network:
             return socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        if self._dialer is None:
+        dialer = self._dialer  # stop() may clear it from another thread
+        if dialer is None:
             raise ConnectionRefusedError("Milvus is not running")
-        sock = self._dialer.socket()
+        sock = dialer.socket()
         try:
             sock.settimeout(timeout)
             sock.connect(("127.0.0.1", port))
@@ -654,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="data/milvus", help="data directory (default: data/milvus)")
     parser.add_argument("--port", type=int, default=19530)
     parser.add_argument("--isolate-network", action=argparse.BooleanOptionalAction, default=None,
-                        help=f"own network namespace behind a 127.0.0.1 relay (default: ${ISOLATE_ENV})")
+                        help=f"own network namespace behind a 127.0.0.1 relay (default: ${ISOLATE_ENV}, else on as root)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     server = MilvusServer(args.data, args.port, isolate_network=args.isolate_network).start()

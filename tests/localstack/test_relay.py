@@ -149,6 +149,26 @@ def test_isolation_flag_comes_from_the_environment(monkeypatch, tmp_path, value,
     assert ms.MilvusServer(tmp_path, free_port(), isolate_network=False)._explicit_isolation is False
 
 
+def test_isolation_is_on_by_default_where_possible_and_off_with_a_warning(monkeypatch, tmp_path, caplog):
+    monkeypatch.delenv(ms.ISOLATE_ENV, raising=False)
+    server = ms.MilvusServer(tmp_path, free_port())
+    server._choose_isolation()
+    assert server.isolate_network is ms.can_isolate_network()
+    assert ("listens on all interfaces" in caplog.text) is not server.isolate_network
+
+    caplog.clear()
+    monkeypatch.setenv(ms.ISOLATE_ENV, "0")
+    server = ms.MilvusServer(tmp_path, free_port())
+    server._choose_isolation()
+    assert server.isolate_network is False and "listens on all interfaces" in caplog.text
+
+
+@pytest.mark.skipif(ms.can_isolate_network(), reason="isolation works here")
+def test_asking_for_isolation_where_impossible_fails_clearly(tmp_path):
+    with pytest.raises(RuntimeError, match="root"):
+        ms.MilvusServer(tmp_path, free_port(), isolate_network=True).start()
+
+
 def test_isolation_flag_rejects_nonsense(monkeypatch, tmp_path):
     monkeypatch.setenv(ms.ISOLATE_ENV, "maybe")
     with pytest.raises(ValueError, match=ms.ISOLATE_ENV):
@@ -179,7 +199,7 @@ def dial(dialer: NetnsDialer, port: int) -> socket.socket:
             sock.connect(("127.0.0.1", port))
             sock.settimeout(None)
             return sock
-        except ConnectionRefusedError:
+        except OSError:  # refused until the server listens; unreachable until the launcher brought lo up
             sock.close()
             assert time.monotonic() < deadline, "server in the namespace did not listen"
             time.sleep(0.02)
@@ -209,7 +229,8 @@ def test_dialer_reaches_a_server_only_visible_inside_its_namespace_and_follows_a
 
         second = start_isolated_echo(port)  # a new process, a new namespace, the same relay
         try:
-            assert dialer.enter(second.pid) not in (netns, os.readlink("/proc/self/ns/net"))
+            # (not compared with the first id: a freed namespace's inode number gets reused)
+            assert dialer.enter(second.pid) == os.readlink(f"/proc/{second.pid}/ns/net") != os.readlink("/proc/self/ns/net")
             assert roundtrip(relay.address[1], b"second") == b"second"
         finally:
             second.kill()
