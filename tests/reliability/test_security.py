@@ -232,9 +232,6 @@ def test_services_listen_on_loopback_only(extractor_service, search_service, sec
         assert any(port == svc.port for _, port, _ in sockets)
 
 
-@pytest.mark.xfail(strict=False, reason="Milvus 2.3 binds its gRPC ports on all interfaces (milvus-io/milvus#26538); "
-                   "fixed only when localstack runs it isolated in its own network namespace "
-                   "(MilvusServer(isolate_network=True) / MILVUS_ISOLATE_NETWORK=1, in progress)")
 def test_milvus_listens_on_loopback_only(milvus_server):
     pids = [milvus_server.proc.pid] + [c.pid for c in psutil.Process(milvus_server.proc.pid).children(recursive=True)]
     sockets = _listening(pids)
