@@ -17,7 +17,8 @@ import time
 import numpy as np
 
 from localstack import milvus_server as ms
-from localstack.milvus_server import LoopbackRelay, MilvusServer, free_port
+from localstack.milvus_server import MilvusServer, free_port
+from localstack.netns import LoopbackRelay
 
 
 def insert_loop(uri: str, rows: int, dim: int, batch: int) -> float:

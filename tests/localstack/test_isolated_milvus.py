@@ -14,6 +14,7 @@ import pytest
 
 from localstack import milvus_server as ms
 from localstack.milvus_server import MilvusServer, free_port
+from localstack.netns import netns_id
 
 pytestmark = [
     pytest.mark.integration,
@@ -92,7 +93,7 @@ def dropped_after_accept(port: int) -> bool:
 def test_milvus_has_no_socket_in_the_host_namespace_and_the_relay_is_loopback_only(server):
     pid = server.proc.pid
     assert psutil.Process(pid).name() == "milvus"
-    assert server.netns == ms._netns_id(f"/proc/{pid}/ns/net") != ms._netns_id("/proc/self/ns/net")
+    assert server.netns == netns_id(f"/proc/{pid}/ns/net") != netns_id("/proc/self/ns/net")
     # Inside its namespace Milvus listens on all interfaces, of which there is only loopback.
     inside = listening_inside(pid)
     ports = internal_ports(server)  # (index_coord_port is unused: 2.3 merged the index coordinator away)
@@ -146,7 +147,7 @@ def test_kill_then_start_then_stop_then_start_keep_the_data(server):
         cat.upsert([f"n{i}" for i in range(20)], np.eye(20, DIM, dtype=np.float32))
         cat.flush()
         assert cat.count() == 20
-        relay, host_ns = server._relay, ms._netns_id("/proc/self/ns/net")
+        relay, host_ns = server._relay, netns_id("/proc/self/ns/net")
 
         server.kill()
         assert not server.running and server.netns is None

@@ -13,7 +13,8 @@ import time
 import pytest
 
 from localstack import milvus_server as ms
-from localstack.milvus_server import LoopbackRelay, NetnsDialer, free_port
+from localstack.milvus_server import free_port
+from localstack.netns import NETNS_LAUNCHER, LoopbackRelay, NetnsDialer
 
 needs_netns = pytest.mark.skipif(not ms.can_isolate_network(), reason="needs root (CAP_SYS_ADMIN) for netns")
 
@@ -177,7 +178,7 @@ def test_isolation_flag_rejects_nonsense(monkeypatch, tmp_path):
 
 def start_isolated_echo(port: int) -> subprocess.Popen:
     """An echo server in a new network namespace, through the same launcher Milvus uses."""
-    proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", ms._NETNS_LAUNCHER,
+    proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", NETNS_LAUNCHER,
                              sys.executable, "-I", "-S", "-c", ECHO_SERVER, str(port)])
     host = os.readlink("/proc/self/ns/net")
     deadline = time.monotonic() + 10
