@@ -35,7 +35,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from catalog import Catalog  # noqa: E402
-from catalog import schema as S  # noqa: E402
 from localstack.milvus_server import MilvusServer, free_port  # noqa: E402
 
 DIM = 512

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from catalog import Catalog
 from tests.loader.conftest import all_names, run_loader, write_classic
 
 pytestmark = pytest.mark.integration
