@@ -21,6 +21,8 @@ from catalog.errors import CatalogError, FingerprintMismatch
 
 log = logging.getLogger(__name__)
 
+CREATE_TIMEOUT_S = 60.0
+
 
 def names_filter(names: Iterable[str]) -> str:
     """Return `name in [...]` with every name quoted and escaped, never spliced in raw.
@@ -127,6 +129,9 @@ class Catalog:
             index_params=S.build_index_params(index) if index else None,
             consistency_level="Bounded",
             properties=props,
+            # With an index, MilvusClient also loads the new collection and waits for it: a one-off
+            # admin step that can take several seconds on a busy machine, unlike request-time calls.
+            timeout=max(self.timeout, CREATE_TIMEOUT_S),
         )
         self._props = None
         log.info("created collection %s (dim=%d, fingerprint=%s)", self.collection, dim, fingerprint)
