@@ -121,18 +121,18 @@ def open_layout(path: str | Path, vectors: str | None = None, names: str | None 
         name_name = names.strip("/") if names else None
         if vec_name is None and name_name is None and CLASSIC_VECTORS in found and CLASSIC_NAMES in found:
             vec_name, name_name = CLASSIC_VECTORS, CLASSIC_NAMES
+        def only(fits, other: str | None, kind: str, role: str) -> str:
+            """The one dataset that `fits` (other than `other`), else a LayoutError listing them all."""
+            cands = [n for n, ds in found.items() if fits(ds) and n != other]
+            if len(cands) != 1:
+                why = f"no {kind} dataset" if not cands else f"several {kind} datasets"
+                raise LayoutError(f"{path}: cannot tell which dataset holds the {role} ({why}); {hint}")
+            return cands[0]
+
         if vec_name is None:
-            cands = [n for n, ds in found.items() if _is_vectors(ds) and n != name_name]
-            if len(cands) != 1:
-                why = "no float dataset" if not cands else "several float datasets"
-                raise LayoutError(f"{path}: cannot tell which dataset holds the vectors ({why}); {hint}")
-            vec_name = cands[0]
+            vec_name = only(_is_vectors, name_name, "float", "vectors")
         if name_name is None:
-            cands = [n for n, ds in found.items() if _is_names(ds) and n != vec_name]
-            if len(cands) != 1:
-                why = "no string dataset" if not cands else "several string datasets"
-                raise LayoutError(f"{path}: cannot tell which dataset holds the names ({why}); {hint}")
-            name_name = cands[0]
+            name_name = only(_is_names, vec_name, "string", "names")
         vds, nds = found[vec_name], found[name_name]
         if not _is_vectors(vds):
             raise LayoutError(
