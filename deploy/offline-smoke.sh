@@ -52,8 +52,9 @@ cleanup() {
     return
   fi
   "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1
-  # Docker creates the loader's ./import bind-mount source when it is missing; leave the tree as found.
-  [[ $IMPORT_DIR_EXISTED == 0 ]] && rmdir import 2>/dev/null
+  # Docker creates the loader's ./import bind-mount source (and import/images, the mount point of the
+  # images volume inside it) when missing; leave the tree as found.
+  [[ $IMPORT_DIR_EXISTED == 0 ]] && rmdir import/images import 2>/dev/null
   rm -rf "$WORK"
   log "cleaned up (exit $rc)"
 }
