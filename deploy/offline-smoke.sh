@@ -122,6 +122,8 @@ docker run --rm "${PROJECT}_loader" --help | grep -q "Commands:" || fail "loader
 log "loader image: --help OK"
 
 step "compose up"
+# Images into the volume first, as docs/DEPLOY.md says (the loader image is the volume's first user).
+"${COMPOSE[@]}" run --rm -T --no-deps -v "$WORK/photos:/smoke:ro" --entrypoint sh loader -c 'cp /smoke/*.jpg /data/images/'
 nice -n 10 "${COMPOSE[@]}" up -d
 wait_healthy milvus 180
 wait_healthy search 120
@@ -132,7 +134,6 @@ log "search service ready on 127.0.0.1:$PORT"
 
 step "load catalogue"
 mkdir -p "$WORK/out"
-"${COMPOSE[@]}" run --rm -T -v "$WORK/photos:/smoke:ro" --entrypoint sh loader -c 'cp /smoke/*.jpg /data/images/'
 "${COMPOSE[@]}" run --rm -T -v "$WORK/out:/out" loader index /data/images --work-file /out/index-work.h5
 "${COMPOSE[@]}" run --rm -T -v "$WORK/out:/out" loader extract /data/images -o /out/features.h5
 "${COMPOSE[@]}" run --rm -T -v "$WORK/out:/out" -e COLLECTION=smoke_import loader import /out/features.h5
@@ -148,9 +149,15 @@ top=$(echo "$result" | json 'd["results"][0]["name"] + " " + str(round(d["result
 file_url=$(echo "$result" | json 'd["results"][0]["url"]')
 curl -sf -o "$WORK/hit.jpg" "http://127.0.0.1:$PORT$file_url" || fail "result url $file_url"
 cmp -s "$WORK/hit.jpg" "$WORK/photos/coffee.jpg" || fail "result url $file_url did not serve coffee.jpg"
+upload=$(curl -sf -F "image=@$WORK/photos/rocket.jpg" -F name=uploads/rocket-copy.jpg "http://127.0.0.1:$PORT/v1/images") \
+  || fail "POST /v1/images (storing an upload in the images volume): $(curl -s -F "image=@$WORK/photos/rocket.jpg" \
+           -F name=uploads/rocket-copy.jpg "http://127.0.0.1:$PORT/v1/images")"
+curl -sf -o "$WORK/upload.jpg" "http://127.0.0.1:$PORT$(echo "$upload" | json 'd["url"]')" || fail "uploaded file not served"
+count=$(curl -sf "http://127.0.0.1:$PORT/v1/stats" | json 'd["count"]')
+[[ $count == 7 ]] || fail "/v1/stats count after an upload is $count, expected 7"
 page=$(curl -sf "http://127.0.0.1:$PORT/") || fail "GET / (web page)"
 grep -qi "<html" <<<"$page" || fail "GET / is not an HTML page"
-log "search: coffee.jpg -> coffee.jpg (score 1.0), its file served; web page ${#page} bytes"
+log "search: coffee.jpg -> coffee.jpg (score 1.0), its file served; upload stored and served (7 images); web page ${#page} bytes"
 
 step "storage"
 # Milvus really keeps its metadata in the etcd service and its segments in the S3 service.
