@@ -23,7 +23,7 @@
 # Env: OFFLINE_WORKDIR (/var/tmp/offline-images), DEBIAN_MIRROR (http://deb.debian.org/debian),
 #      EXTRA_CA_DIR (/usr/local/share/ca-certificates), SKIP_TENSORFLOW=1 (base only).
 #
-# Disk: the TensorFlow image is ~2.3 GB. It is installed into a rootfs directory on the host (chroot) and
+# Disk: the TensorFlow image is ~2.2 GB. It is installed into a rootfs directory on the host (chroot) and
 # streamed into `docker import` with `tar --remove-files`, so the peak is ~1x its size, not the ~2x of a
 # `docker build` RUN step (which keeps the container's layer while committing a copy of it).
 set -euo pipefail
