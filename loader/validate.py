@@ -22,6 +22,7 @@ import numpy as np
 from catalog.schema import NAME_MAX_LENGTH
 
 REASONS = ("wrong_dim", "nan_or_inf", "zero_vector", "bad_name", "duplicate_name")
+CODES = {reason: code for code, reason in enumerate(REASONS, start=1)}  # 0 = valid
 
 
 @dataclass
@@ -42,6 +43,22 @@ def decode_name(raw: bytes) -> str | None:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def decode_names(raw: list[bytes]) -> list[str | None]:
+    """`decode_name` of every name; one decode call for a chunk whose names are all usable (the usual case).
+
+    Joined with NUL, which no usable name holds and which never completes a UTF-8 sequence, the chunk decodes
+    and splits back into exactly its names if and only if each name decodes on its own.
+    """
+    if raw and min(map(len, raw)) > 0 and max(map(len, raw)) <= NAME_MAX_LENGTH:
+        try:
+            parts = b"\x00".join(raw).decode("utf-8").split("\x00")
+        except UnicodeDecodeError:
+            parts = []
+        if len(parts) == len(raw):
+            return parts  # type: ignore[return-value]
+    return [decode_name(b) for b in raw]
 
 
 def suspect_rows(name_chunks: Iterable[tuple[int, list[bytes]]]) -> np.ndarray:
@@ -90,7 +107,7 @@ def check_chunk(
     n = len(names)
     skipped: Counter = Counter()
     reason: list[str | None] = [None] * n
-    decoded: list[str | None] = [decode_name(b) for b in names]
+    decoded = decode_names(names)
     for i, text in enumerate(decoded):
         if text is None:
             reason[i] = "bad_name"
@@ -112,25 +129,30 @@ def check_chunk(
                 mat[i] = v
             else:
                 wrong[i] = True
+    # One reason per row, by priority (the first that applies wins), without a per-row Python loop:
+    # assigned from the lowest priority up, so a higher one overwrites.
     with np.errstate(invalid="ignore", over="ignore"):
         finite = np.isfinite(mat).all(axis=1)
-        norms = np.linalg.norm(np.where(finite[:, None], mat, 0), axis=1)
-    for i in range(n):
-        if reason[i] is not None:
-            continue
-        if wrong[i]:
-            reason[i] = "wrong_dim"
-        elif not finite[i]:
-            reason[i] = "nan_or_inf"
-        elif norms[i] == 0 or not np.isfinite(norms[i]):
-            reason[i] = "zero_vector"
-    keep = np.array([r is None for r in reason], dtype=bool)
-    skipped.update(r for r in reason if r is not None)
-    idx = np.nonzero(keep)[0]
-    out = mat[idx] / norms[idx, None].astype(np.float32)
+        norms = np.linalg.norm(mat, axis=1)  # NaN/Inf for rows that are not finite: masked below
+    code = np.zeros(n, dtype=np.int8)
+    code[~(norms > 0) | ~np.isfinite(norms)] = CODES["zero_vector"]
+    code[~finite] = CODES["nan_or_inf"]
+    code[wrong] = CODES["wrong_dim"]
+    for i, r in enumerate(reason):
+        if r is not None:
+            code[i] = CODES[r]
+    counts = np.bincount(code, minlength=len(REASONS) + 1)
+    skipped.update({r: int(counts[c]) for r, c in CODES.items() if counts[c]})
+    idx = np.nonzero(code == 0)[0]
+    if idx.size == n:  # the usual case: no copy of the chunk before dividing
+        out = mat / norms[:, None].astype(np.float32)
+        kept_names = decoded
+    else:
+        out = mat[idx] / norms[idx, None].astype(np.float32)
+        kept_names = [decoded[i] for i in idx]
     return CheckedChunk(
         rows=idx.astype(np.int64) + start,
-        names=[decoded[i] for i in idx],  # type: ignore[misc]
+        names=kept_names,  # type: ignore[arg-type]
         vectors=out.astype(np.float32, copy=False),
         skipped=skipped,
     )

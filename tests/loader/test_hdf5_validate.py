@@ -128,3 +128,16 @@ def test_writer_appends_resumes_and_widens_names(tmp_path):
         assert f.attrs["fingerprint"] == "fp1" and f.attrs["dim"] == 4
     with pytest.raises(hdf5.LayoutError, match="holds 4-d vectors, the extractor gives 8-d"):
         hdf5.ClassicWriter(path, 8)
+
+
+def test_chunk_decoding_matches_decoding_each_name():
+    """The one-call decode of a chunk must agree with `decode_name` on every mix of good and bad names."""
+    import random
+
+    from loader.validate import decode_name, decode_names
+
+    rng = random.Random(1)
+    pieces = [b"a", b"/", b"\xc3", b"\xa9", b"\x00", b"\xff", "中".encode(), b"x" * 200]
+    for _ in range(5000):
+        raw = [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 4))) for _ in range(rng.randint(1, 6))]
+        assert decode_names(raw) == [decode_name(b) for b in raw], raw
