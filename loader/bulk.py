@@ -1,16 +1,27 @@
-"""Bulk mode: rows -> Parquet files the server can read -> Milvus import jobs, tracked and retried.
+"""Bulk mode: rows -> column files the server can read -> Milvus import jobs, tracked and retried.
 
-Files have the layout pymilvus's BulkWriter writes for our schema (columns `name` string, `vector`
-list<float32>, `meta` JSON text), but are written column-wise with pyarrow from the checked numpy chunks:
-BulkWriter's row-by-row `append_row` measured 9,900 rows/s and 1.5 GB RSS for 50,000 rows here, a third of
-the server's import ceiling, whereas a columnar write costs almost nothing.
+Files. By default each job is a folder of `.npy` column files (`name.npy`, `vector.npy`, `meta.npy`: the
+numpy layout Milvus imports); `--bulk-format parquet` writes one Parquet file per job instead (the layout
+pymilvus's BulkWriter writes for our schema: `name` string, `vector` list<float32>, `meta` JSON text). Both
+are written column-wise from the checked numpy chunks: BulkWriter's row-by-row `append_row` measured
+9,900 rows/s and 1.5 GB RSS for 50,000 rows here, a third of the server's import ceiling. `.npy` is the
+default because the vectors go to disk as they are (no encoding), so staging costs the least.
 
-Each file of `bulk_rows` rows becomes one import job (`utility.do_bulk_insert`, the API Milvus 2.3 has and
-2.4+ keeps). Every step is recorded in the import state before and after it happens:
+Where. Local storage (`--bulk-dir`, a folder the server reads under the same path), or object storage
+(`--s3-endpoint`): files are staged locally, then uploaded into Milvus's bucket (the object keys are what
+the import job is given), as pymilvus's RemoteBulkWriter does.
 
-    staged     the file is complete on disk (written as .part, then renamed)
+Jobs. Milvus runs one import job at a time and each one costs about 1.5 s on top of its rows (a server-side
+timer flips finished jobs to "Completed" every 2 s), so jobs are large (`bulk_rows`, default 1,000,000),
+except the first of a run: a quarter of that, so the server starts early, and the next, larger job is
+written while it imports (writing runs about four times faster than the server imports, on the other core).
+
+Each job's steps are recorded in the import state before and after they happen:
+
+    staged     the files are complete on disk (written under .part, fsynced, then renamed)
+    uploaded   (object storage) the files are in the bucket; the local copies are deleted
     submitted  Milvus accepted the job: its task id is recorded
-    done       the job completed: never imported again; its file is deleted
+    done       the job completed: never imported again; its files are deleted
 
 A rerun finishes staged/submitted jobs first (a job submitted just before a crash, whose id was never
 recorded, is found again by its file among the collection's tasks), retries failed ones (a failed import
@@ -24,27 +35,27 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 import uuid
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from catalog import Catalog, CatalogError
 from catalog import schema as S
 
 log = logging.getLogger(__name__)
 
-ARROW_SCHEMA = pa.schema(
-    [(S.NAME_FIELD, pa.string()), (S.VECTOR_FIELD, pa.list_(pa.float32())), (S.META_FIELD, pa.string())]
-)
+FORMATS = ("npy", "parquet")
 ROW_GROUP_BYTES = 32 * 1024 * 1024  # BulkWriter's choice: bounds the server-side Parquet reader's memory
+NPY_COLUMNS = (S.NAME_FIELD, S.VECTOR_FIELD, S.META_FIELD)  # Milvus matches .npy files to fields by name
 JOB_TRIES = 3
+POLL_SECONDS = 0.2
 # A job that neither finishes nor moves for this long is reported instead of waited on for ever. Seen on
 # Milvus 2.3: a job submitted within the session TTL (15 s) after an unclean restart is sent to the dead
 # data node's session and stays "Started" until the server expires it (importTaskExpiration, 900 s).
@@ -57,44 +68,193 @@ class BulkError(CatalogError):
     """An import job failed for good, or bulk mode cannot run here (the message says what to do)."""
 
 
-def arrow_table(names: list[str], vectors: np.ndarray) -> pa.Table:
+@dataclass(frozen=True)
+class S3Target:
+    """Milvus's object store: staged files are uploaded here before their import job starts."""
+
+    endpoint: str  # host:port
+    access_key: str
+    secret_key: str
+    bucket: str = "a-bucket"  # Milvus's default minio.bucketName
+    prefix: str = "bulk-import"
+    secure: bool = False
+
+
+def first_job_rows(bulk_rows: int) -> int:
+    """Rows of a run's first job: small, so the server starts while the next (full) job is written."""
+    return max(1000, bulk_rows // 4)
+
+
+def arrow_schema():
+    """The Parquet layout BulkWriter writes for our schema (pyarrow is imported only when Parquet is used)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [(S.NAME_FIELD, pa.string()), (S.VECTOR_FIELD, pa.list_(pa.float32())), (S.META_FIELD, pa.string())]
+    )
+
+
+def arrow_table(names: list[str], vectors: np.ndarray):
     """The rows as an Arrow table in the import file layout (no per-row Python work for vectors)."""
+    import pyarrow as pa
+
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
     offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32))
     vec = pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1)))
     meta = pa.array(["{}"] * n, type=pa.string())
-    return pa.Table.from_arrays([pa.array(names, type=pa.string()), vec, meta], schema=ARROW_SCHEMA)
+    return pa.Table.from_arrays([pa.array(names, type=pa.string()), vec, meta], schema=arrow_schema())
 
 
-class JobFile:
-    """One Parquet file being written chunk by chunk (memory: one chunk)."""
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
-    def __init__(self, path: Path, dim: int):
-        self.path = path
-        self.part = path.with_suffix(".parquet.part")
+
+class JobWriter(Protocol):
+    """The files of one import job, written chunk by chunk (memory: one chunk, plus names for .npy)."""
+
+    rows: int
+
+    def write(self, names: list[str], vectors: np.ndarray) -> None: ...
+
+    def close(self) -> list[Path]: ...
+
+    def abort(self) -> None: ...
+
+
+class ParquetJob:
+    """One Parquet file."""
+
+    def __init__(self, base: Path, dim: int):
+        import pyarrow.parquet as pq
+
+        self.path = base.with_suffix(".parquet")
+        self.part = base.with_suffix(".parquet.part")
         self.rows = 0
         self.row_group = max(1000, ROW_GROUP_BYTES // (dim * 4 + 64))
-        self.writer = pq.ParquetWriter(self.part, ARROW_SCHEMA, compression="none")
+        self.writer = pq.ParquetWriter(self.part, arrow_schema(), compression="none")
 
     def write(self, names: list[str], vectors: np.ndarray) -> None:
         if names:
             self.writer.write_table(arrow_table(names, vectors), row_group_size=self.row_group)
             self.rows += len(names)
 
-    def close(self) -> Path:
+    def close(self) -> list[Path]:
         """Finish the file and make it appear under its final name at once."""
         self.writer.close()
-        with open(self.part, "rb") as f:
-            os.fsync(f.fileno())
+        _fsync(self.part)
         os.replace(self.part, self.path)
-        return self.path
+        return [self.path]
 
     def abort(self) -> None:
         try:
             self.writer.close()
         finally:
             self.part.unlink(missing_ok=True)
+
+
+class NpyJob:
+    """A folder of .npy column files. Vectors stream to disk as they come; the header (which holds the
+    row count) is rewritten at the end, in the same number of bytes. Names are kept until then, because
+    a `<U` column's width is the longest name (about 70 MB per million names)."""
+
+    RESERVED_ROWS = 10**11  # the header written first: any real count takes the same 128 bytes
+
+    def __init__(self, base: Path, dim: int):
+        self.folder = base
+        self.part = base.with_name(base.name + ".part")
+        shutil.rmtree(self.part, ignore_errors=True)
+        self.part.mkdir(parents=True)
+        self.dim = dim
+        self.rows = 0
+        self.names: list[str] = []
+        self.vectors = open(self.part / f"{S.VECTOR_FIELD}.npy", "wb")
+        self.header_bytes = self._header(self.RESERVED_ROWS)
+
+    def _header(self, rows: int) -> int:
+        self.vectors.seek(0)
+        np.lib.format.write_array_header_1_0(
+            self.vectors, {"descr": "<f4", "fortran_order": False, "shape": (rows, self.dim)}
+        )
+        return self.vectors.tell()
+
+    def write(self, names: list[str], vectors: np.ndarray) -> None:
+        if names:
+            np.ascontiguousarray(vectors, dtype="<f4").tofile(self.vectors)
+            self.names.extend(names)
+            self.rows += len(names)
+
+    def close(self) -> list[Path]:
+        """Finish the three files and make the folder appear under its final name at once."""
+        end = self.vectors.tell()
+        if self._header(self.rows) != self.header_bytes:  # cannot happen for counts below RESERVED_ROWS
+            raise BulkError(f"{self.part}: the .npy header changed size")
+        self.vectors.seek(end)
+        self.vectors.flush()
+        os.fsync(self.vectors.fileno())
+        self.vectors.close()
+        np.save(self.part / f"{S.NAME_FIELD}.npy", np.array(self.names, dtype=str))
+        np.save(self.part / f"{S.META_FIELD}.npy", np.full(self.rows, "{}"))
+        for column in (S.NAME_FIELD, S.META_FIELD):
+            _fsync(self.part / f"{column}.npy")
+        shutil.rmtree(self.folder, ignore_errors=True)  # a copy staged by a run that died before recording it
+        os.replace(self.part, self.folder)
+        self.names = []
+        return [self.folder / f"{column}.npy" for column in NPY_COLUMNS]
+
+    def abort(self) -> None:
+        self.vectors.close()
+        shutil.rmtree(self.part, ignore_errors=True)
+
+
+def job_writer(fmt: str, base: Path, dim: int) -> JobWriter:
+    """A writer for one job's files in `fmt` ("npy" or "parquet") at `base` (no suffix)."""
+    if fmt == "parquet":
+        return ParquetJob(base, dim)
+    return NpyJob(base, dim)
+
+
+class ObjectStore:
+    """Uploads staged job files into Milvus's bucket (the minio SDK, as pymilvus's RemoteBulkWriter)."""
+
+    def __init__(self, target: S3Target):
+        from minio import Minio
+
+        self.target = target
+        self.client = Minio(target.endpoint, access_key=target.access_key, secret_key=target.secret_key,
+                            secure=target.secure)
+        try:
+            found = self.client.bucket_exists(target.bucket)
+        except Exception as exc:  # connection refused, bad credentials, TLS mismatch
+            raise BulkError(f"cannot use object storage at {target.endpoint}: {exc}; check --s3-endpoint and "
+                            "the credentials (S3_ACCESS_KEY / S3_SECRET_KEY)") from exc
+        if not found:
+            raise BulkError(f"bucket {target.bucket!r} not found at {target.endpoint}: give Milvus's own bucket "
+                            "(its minio.bucketName, default a-bucket) with --s3-bucket")
+
+    def key(self, stage: Path, path: Path) -> str:
+        """The object key of a staged file: prefix/<job folder>/<file>."""
+        return "/".join([self.target.prefix.strip("/"), *path.relative_to(stage).parts]).lstrip("/")
+
+    def upload(self, stage: Path, paths: list[Path]) -> list[str]:
+        """Put the files into the bucket; returns their keys (what the import job reads)."""
+        keys = []
+        for path in paths:
+            key = self.key(stage, path)
+            try:
+                self.client.fput_object(self.target.bucket, key, str(path))
+            except Exception as exc:
+                raise CatalogError(f"upload of {path.name} to {self.target.endpoint} failed: {exc}") from exc
+            keys.append(key)
+        return keys
+
+    def remove(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                self.client.remove_object(self.target.bucket, key)
+            except Exception as exc:  # a leftover object is harmless: say so and go on
+                log.warning("could not delete %s from bucket %s: %s", key, self.target.bucket, exc)
 
 
 class ImportJobs:
@@ -123,9 +283,9 @@ class ImportJobs:
             except Exception as exc:
                 raise CatalogError(f"Milvus {fn} failed: {exc}") from exc
 
-    def submit(self, file: str) -> int:
-        """Start an import job for one file; returns its task id."""
-        return int(self._utility("do_bulk_insert", self.catalog.collection, files=[file]))
+    def submit(self, files: list[str]) -> int:
+        """Start an import job for one job's files (server paths or object keys); returns its task id."""
+        return int(self._utility("do_bulk_insert", self.catalog.collection, files=files))
 
     def state(self, task: int) -> tuple[str, str, int]:
         """(state name, failure reason, rows imported) of a task."""
@@ -154,13 +314,16 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
     from loader.importer import checked_chunks, upsert_rows, with_retry
     from loader.progress import Progress
 
-    if not opts.bulk_dir:
+    s3: S3Target | None = opts.bulk_s3
+    if not opts.bulk_dir and s3 is None:
         raise BulkError(
-            "bulk mode needs --bulk-dir: a folder the Milvus server can read (for a local server, a folder "
-            "under its localStorage.path), or use --mode insert"
+            "bulk mode needs --bulk-dir (a folder the Milvus server can read: for a local server, a folder "
+            "under its localStorage.path) or --s3-endpoint (Milvus's MinIO/S3), or use --mode insert"
         )
-    stage = Path(opts.bulk_dir).resolve() / f"{catalog.collection}-{state.path.stem[-16:]}"
+    root = Path(opts.bulk_dir) if opts.bulk_dir else state.path.parent / "bulk"
+    stage = root.resolve() / f"{catalog.collection}-{state.path.stem[-16:]}"
     stage.mkdir(parents=True, exist_ok=True)
+    store = ObjectStore(s3) if s3 is not None else None
     data = state.data
     if "jobs" not in data:  # a new import: remember whether the collection was empty (created by us)
         data.update(jobs=[], rows_done=0, upserted=0, skipped={}, fresh=bool(getattr(src, "created", False)))
@@ -175,13 +338,24 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
     milvus = ImportJobs(catalog)
     retry = opts.retry_seconds
 
+    def server_files(job: dict) -> list[str]:
+        """What the import job reads: local paths, or object keys once uploaded."""
+        if store is None:
+            return job["files"]
+        if not job.get("keys"):
+            job["keys"] = with_retry(lambda: store.upload(stage, [Path(f) for f in job["files"]]), retry)
+            state.save()  # uploaded: from here on the bucket holds the job's only copy
+            _remove_local(job["files"])
+        return job["keys"]
+
     def submit(job: dict) -> None:
-        """Start the job's import (or adopt the task a crashed run started for the same file)."""
-        task = with_retry(lambda: milvus.find(job["file"]), retry) if job.get("maybe_submitted") else None
+        """Start the job's import (or adopt the task a crashed run started for the same files)."""
+        files = server_files(job)
+        task = with_retry(lambda: milvus.find(files[0]), retry) if job.get("maybe_submitted") else None
         if task is None:
             job["maybe_submitted"] = True  # from here on a crash may leave a task we never heard of
             state.save()
-            task = with_retry(lambda: milvus.submit(job["file"]), retry)
+            task = with_retry(lambda: milvus.submit(files), retry)
         job.update(task=task, status="submitted", tries=job.get("tries", 0) + 1)
         state.save()
 
@@ -203,16 +377,18 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
             if name in DONE_STATES:
                 job["status"] = "done"
                 state.save()
-                Path(job["file"]).unlink(missing_ok=True)
+                if store is not None:
+                    store.remove(job.get("keys", []))
+                _remove_local(job["files"])
             elif name in FAILED_STATES:
                 if job["tries"] >= JOB_TRIES:
-                    raise BulkError(f"import job {job['task']} for {job['file']} failed {job['tries']} times: "
+                    raise BulkError(f"import job {job['task']} for {job['files'][0]} failed {job['tries']} times: "
                                     f"{reason}; fix the cause and run the same command again")
                 log.warning("import job %s failed (%s); retrying", job["task"], reason)
                 job.update(status="staged", maybe_submitted=False)
                 state.save()
             else:
-                time.sleep(0.5)
+                time.sleep(POLL_SECONDS)
 
     def imported() -> int:
         return int(data.get("upserted", 0)) + sum(j["rows"] for j in jobs if j["status"] == "done")
@@ -220,8 +396,10 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
     with Progress(src.layout.rows, "importing (bulk)", opts.quiet, initial=summary.read) as bar:
         try:
             for job in jobs:  # finish what a previous run left in flight
+                job.setdefault("files", [job.pop("file", "")])  # records of older versions: one file a job
                 settle(job)
-            current: JobFile | None = None
+            current: JobWriter | None = None
+            target = first_job_rows(opts.bulk_rows)
             first = summary.read
             for end, checked in checked_chunks(src, summary.read, opts.batch_size):
                 names, vectors = checked.names, checked.vectors
@@ -234,27 +412,28 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
                         names = [n for n, k in zip(names, keep) if not k]
                         vectors = vectors[~keep]
                 if current is None:
-                    current = JobFile(stage / f"rows-{first:012d}.parquet", src.dim)
+                    current = job_writer(opts.bulk_format, stage / f"rows-{first:012d}", src.dim)
                 current.write(names, vectors)
                 summary.skipped.update(checked.skipped)
                 summary.read = end
                 bar.update(len(checked.rows) + sum(checked.skipped.values()))
-                if current.rows >= opts.bulk_rows or end >= src.layout.rows:
-                    path = current.close() if current.rows else None
-                    if path is None:
+                if current.rows >= target or end >= src.layout.rows:
+                    rows = current.rows
+                    files = current.close() if rows else None
+                    if files is None:
                         current.abort()
-                    current = None
-                    if path is not None:
-                        jobs.append({"file": str(path), "first": first, "end": end, "rows": 0, "status": "staged"})
-                        jobs[-1]["rows"] = pq.ParquetFile(path).metadata.num_rows
+                    current, target = None, opts.bulk_rows
+                    if files is not None:
+                        jobs.append({"files": [str(f) for f in files], "first": first, "end": end, "rows": rows,
+                                     "status": "staged"})
                     data.update(rows_done=end, skipped=dict(summary.skipped))
                     state.save()
                     first = end
                     open_jobs = [j for j in jobs if j["status"] != "done"]
                     if open_jobs and open_jobs[-1]["status"] == "staged":
-                        submit(open_jobs[-1])
+                        submit(open_jobs[-1])  # the server queues it behind the one importing now
                     for job in open_jobs[:-1]:
-                        settle(job)  # keep one job importing while the next file is written
+                        settle(job)  # keep one job importing while the next files are written
             if current is not None:  # rows left when the file ended inside a chunk-less tail
                 current.abort()
             for job in jobs:
@@ -262,3 +441,12 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
         finally:
             milvus.close()
     summary.imported = imported()
+
+
+def _remove_local(files: list[str]) -> None:
+    """Delete a job's staged files (and its folder, for .npy jobs)."""
+    for f in files:
+        Path(f).unlink(missing_ok=True)
+    folders = {Path(f).parent for f in files if Path(f).parent.name.startswith("rows-")}
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -17,6 +17,7 @@ import click
 
 from catalog import Catalog, CatalogError, ExtractorUnavailable, ExtractorRejected
 from catalog.schema import INDEX_TYPES, IndexSpec
+from loader.bulk import FORMATS, S3Target
 from loader.hdf5 import LayoutError
 from loader.importer import ImportOptions, import_h5
 from loader.progress import Summary
@@ -57,7 +58,7 @@ def import_options(fn):
     @click.option("--fingerprint", default=None, help="Feature fingerprint of the vectors (overrides the file's).")
     @click.option("--force", is_flag=True, help="Import even if the fingerprint differs from the collection's.")
     @click.option("--mode", type=click.Choice(["insert", "bulk"]), default="insert", show_default=True,
-                  help="insert: batched upserts (any Milvus); bulk: Parquet files + import jobs.")
+                  help="insert: batched upserts (any Milvus); bulk: column files + server import jobs.")
     @click.option("--batch-size", type=click.IntRange(1, 100_000), default=10_000, show_default=True,
                   help="Rows per upsert call / per chunk read.")
     @click.option("--index", "index_type", type=click.Choice(INDEX_TYPES, case_sensitive=False), default="HNSW",
@@ -65,8 +66,23 @@ def import_options(fn):
     @click.option("--index-params", default=None, help='Index build parameters as JSON, e.g. \'{"M": 32}\'.')
     @click.option("--bulk-dir", type=click.Path(file_okay=False), default=None,
                   help="Bulk mode: a directory the Milvus server can read (its local storage path).")
-    @click.option("--bulk-rows", type=click.IntRange(1000), default=200_000, show_default=True,
-                  help="Bulk mode: rows per import job.")
+    @click.option("--bulk-rows", type=click.IntRange(1000, 2_000_000), default=1_000_000, show_default=True,
+                  help="Bulk mode: rows per import job (a run's first job is a quarter of it).")
+    @click.option("--bulk-format", type=click.Choice(FORMATS), default="npy", show_default=True,
+                  help="Bulk mode: .npy column files (fastest here) or Parquet.")
+    @click.option("--s3-endpoint", envvar="S3_ENDPOINT", default=None,
+                  help="Bulk mode on object storage: Milvus's MinIO/S3 as host:port (env S3_ENDPOINT); files "
+                       "are staged in --bulk-dir or the state dir, then uploaded.")
+    @click.option("--s3-bucket", envvar="S3_BUCKET", default="a-bucket", show_default=True,
+                  help="Milvus's bucket (its minio.bucketName; env S3_BUCKET).")
+    @click.option("--s3-prefix", envvar="S3_PREFIX", default="bulk-import", show_default=True,
+                  help="Key prefix of the uploaded files (deleted once imported).")
+    @click.option("--s3-access-key", envvar="S3_ACCESS_KEY", default="minioadmin", show_default=True,
+                  help="env S3_ACCESS_KEY.")
+    @click.option("--s3-secret-key", envvar="S3_SECRET_KEY", default="minioadmin", show_default=False,
+                  help="env S3_SECRET_KEY (default minioadmin).")
+    @click.option("--s3-secure/--no-s3-secure", envvar="S3_SECURE", default=False, show_default=True,
+                  help="HTTPS to the object store (env S3_SECURE).")
     @click.option("--state-dir", type=click.Path(file_okay=False), default=None, envvar="LOADER_STATE_DIR",
                   help="Where resume records live (env LOADER_STATE_DIR; default ~/.cache/image-search/loader).")
     @click.option("--retry-seconds", type=float, default=60.0, show_default=True,
@@ -89,12 +105,20 @@ def _index_spec(index_type: str, index_params: str | None) -> IndexSpec:
     return IndexSpec(index_type.upper(), build_params=params)
 
 
+def _s3_target(kw: dict) -> S3Target | None:
+    if not kw["s3_endpoint"]:
+        return None
+    endpoint = kw["s3_endpoint"].split("://", 1)[-1].rstrip("/")  # the minio SDK wants host:port
+    return S3Target(endpoint=endpoint, access_key=kw["s3_access_key"], secret_key=kw["s3_secret_key"],
+                    bucket=kw["s3_bucket"], prefix=kw["s3_prefix"], secure=kw["s3_secure"])
+
+
 def _import_opts(kw: dict, **more) -> ImportOptions:
     return ImportOptions(
         fingerprint=kw["fingerprint"], force=kw["force"], mode=kw["mode"], batch_size=kw["batch_size"],
         index=_index_spec(kw["index_type"], kw["index_params"]), bulk_dir=kw["bulk_dir"],
-        bulk_rows=kw["bulk_rows"], state_dir=kw["state_dir"], retry_seconds=kw["retry_seconds"],
-        quiet=kw["quiet"], **more,
+        bulk_rows=kw["bulk_rows"], bulk_format=kw["bulk_format"], bulk_s3=_s3_target(kw),
+        state_dir=kw["state_dir"], retry_seconds=kw["retry_seconds"], quiet=kw["quiet"], **more,
     )
 
 

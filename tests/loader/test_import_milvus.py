@@ -96,4 +96,4 @@ def test_bulk_mode_without_stage_dir_says_what_to_do(milvus_server, catalog, tmp
     res = run_loader("import", str(tmp_path / "a.h5"), "--milvus-uri", milvus_server.uri,
                      "--collection", catalog.collection, "--mode", "bulk")
     assert res.returncode == 1
-    assert res.stderr.startswith("Error: bulk mode needs --bulk-dir: a folder the Milvus server can read")
+    assert res.stderr.startswith("Error: bulk mode needs --bulk-dir (a folder the Milvus server can read")
