@@ -137,9 +137,14 @@ mkdir -p "$WORK/out"
 "${COMPOSE[@]}" run --rm -T -v "$WORK/out:/out" loader index /data/images --work-file /out/index-work.h5
 "${COMPOSE[@]}" run --rm -T -v "$WORK/out:/out" loader extract /data/images -o /out/features.h5
 "${COMPOSE[@]}" run --rm -T -v "$WORK/out:/out" -e COLLECTION=smoke_import loader import /out/features.h5
+# Bulk mode: import files uploaded into Milvus's bucket (S3_* from the compose file), then a server import job.
+bulk=$("${COMPOSE[@]}" run --rm -T -v "$WORK/out:/out" -e COLLECTION=smoke_bulk loader import /out/features.h5 \
+       --mode bulk --index FLAT -q | tail -n 1)
+echo "  $bulk"
+[[ $bulk == "read 6, imported 6, skipped 0, "* ]] || fail "bulk import through the bucket: $bulk"
 count=$(curl -sf "http://127.0.0.1:$PORT/v1/stats" | json 'd["count"]')
 [[ $count == 6 ]] || fail "/v1/stats count is $count, expected 6"
-log "catalogue: $count images (index), and the same 6 imported from HDF5 into collection smoke_import"
+log "catalogue: $count images (index), and the same 6 imported from HDF5 into collections smoke_import (insert) and smoke_bulk (bulk, through the bucket)"
 
 step "search"
 result=$(curl -sf -F "image=@$WORK/photos/coffee.jpg" -F top_k=3 "http://127.0.0.1:$PORT/v1/search")
@@ -163,10 +168,10 @@ step "storage"
 # Milvus really keeps its metadata in the etcd service and its segments in the S3 service.
 etcd_keys=$("${COMPOSE[@]}" exec -T etcd etcdctl get --prefix by-dev --keys-only | grep -c . || true)
 s3_objects=$("${COMPOSE[@]}" exec -T minio python -c "import re, urllib.request
-body = urllib.request.urlopen('http://127.0.0.1:9000/milvus-bucket?list-type=2', timeout=10).read().decode()
+body = urllib.request.urlopen('http://127.0.0.1:9000/a-bucket?list-type=2', timeout=10).read().decode()
 print(len(re.findall('<Key>', body)))")
 (( etcd_keys > 0 && s3_objects > 0 )) || fail "Milvus storage: $etcd_keys etcd keys, $s3_objects S3 objects"
-log "Milvus state: $etcd_keys keys in etcd, $s3_objects objects in the S3 bucket milvus-bucket"
+log "Milvus state: $etcd_keys keys in etcd, $s3_objects objects in the S3 bucket a-bucket"
 
 step "done"
 log "SMOKE TEST PASSED in $(( $(date +%s) - START ))s"

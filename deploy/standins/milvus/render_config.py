@@ -25,7 +25,7 @@ config.extra_configs.update({
     "etcd.use.embed": "false",
     "minio.address": "minio",
     "minio.port": "9000",
-    "minio.bucketName": "milvus-bucket",  # the upstream default
+    "minio.bucketName": "a-bucket",  # the upstream default; compose sets MINIO_BUCKET_NAME
     "common.storageType": "remote",
     # `docker stop` waits 10 s; a standalone has no other node to hand its segments to.
     "common.gracefulStopTimeout": "10",
