@@ -52,11 +52,17 @@ def make_file(path: Path, rows: int) -> None:
             names[s:e] = np.array([f"img/{i:010d}.jpg".encode() for i in range(s, e)])
 
 
-def bare_inserts(uri: str, rows: int) -> float:
-    """Server ceiling for the insert path: rows/s of 10,000-row insert calls, flushed."""
-    cat = Catalog(uri, collection="ceiling_insert")
+def empty_collection(uri: str, name: str) -> Catalog:
+    """A new, empty collection (no index: each measurement is the data path only)."""
+    cat = Catalog(uri, collection=name)
     cat.drop()
     cat.create(DIM, "bench", None)
+    return cat
+
+
+def bare_inserts(uri: str, rows: int) -> float:
+    """Server ceiling for the insert path: rows/s of 10,000-row insert calls, flushed."""
+    cat = empty_collection(uri, "ceiling_insert")
     rng = np.random.default_rng(1)
     block = rng.standard_normal((10_000, DIM), dtype=np.float32)
     t0 = time.monotonic()
@@ -74,9 +80,7 @@ def bare_import(uri: str, rows: int, stage: Path) -> float:
     """Server ceiling for the bulk path: one import job of .npy column files (written beforehand)."""
     from pymilvus import connections, utility
 
-    cat = Catalog(uri, collection="ceiling_bulk")
-    cat.drop()
-    cat.create(DIM, "bench", None)
+    cat = empty_collection(uri, "ceiling_bulk")
     folder = stage / "npy"
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(2)
@@ -108,9 +112,7 @@ def bare_import(uri: str, rows: int, stage: Path) -> float:
 
 def naive_loader(uri: str, path: Path, sample: int) -> float:
     """The loader we replace: read everything, then one insert per row (timed on `sample` rows)."""
-    cat = Catalog(uri, collection="naive")
-    cat.drop()
-    cat.create(DIM, "bench", None)
+    cat = empty_collection(uri, "naive")
     t0 = time.monotonic()
     with h5py.File(path, "r") as f:
         feats = f["dataset_1"][:]  # the whole file in memory
