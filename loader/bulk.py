@@ -215,6 +215,12 @@ def job_writer(fmt: str, base: Path, dim: int) -> JobWriter:
     return NpyJob(base, dim)
 
 
+def object_key(prefix: str, root: Path, path: Path) -> str:
+    """The object key of a staged file: prefix/<import>/<job>/<file>, the import being the staging folder
+    named after the collection and the import's state, so concurrent imports never share a key."""
+    return "/".join([prefix.strip("/"), *path.relative_to(root).parts]).lstrip("/")
+
+
 class ObjectStore:
     """Uploads staged job files into Milvus's bucket (the minio SDK, as pymilvus's RemoteBulkWriter)."""
 
@@ -233,15 +239,11 @@ class ObjectStore:
             raise BulkError(f"bucket {target.bucket!r} not found at {target.endpoint}: give Milvus's own bucket "
                             "(its minio.bucketName, default a-bucket) with --s3-bucket")
 
-    def key(self, stage: Path, path: Path) -> str:
-        """The object key of a staged file: prefix/<job folder>/<file>."""
-        return "/".join([self.target.prefix.strip("/"), *path.relative_to(stage).parts]).lstrip("/")
-
-    def upload(self, stage: Path, paths: list[Path]) -> list[str]:
+    def upload(self, root: Path, paths: list[Path]) -> list[str]:
         """Put the files into the bucket; returns their keys (what the import job reads)."""
         keys = []
         for path in paths:
-            key = self.key(stage, path)
+            key = object_key(self.target.prefix, root, path)
             try:
                 self.client.fput_object(self.target.bucket, key, str(path))
             except Exception as exc:
@@ -343,7 +345,7 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
         if store is None:
             return job["files"]
         if not job.get("keys"):
-            job["keys"] = with_retry(lambda: store.upload(stage, [Path(f) for f in job["files"]]), retry)
+            job["keys"] = with_retry(lambda: store.upload(stage.parent, [Path(f) for f in job["files"]]), retry)
             state.save()  # uploaded: from here on the bucket holds the job's only copy
             _remove_local(job["files"])
         return job["keys"]

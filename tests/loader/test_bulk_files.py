@@ -60,3 +60,13 @@ def test_parquet_job_has_bulkwriters_layout(tmp_path):
 @pytest.mark.parametrize("bulk_rows, first", [(1_000_000, 250_000), (3000, 1000), (1000, 1000)])
 def test_first_job_is_a_quarter(bulk_rows, first):
     assert first_job_rows(bulk_rows) == first
+
+
+def test_object_keys_are_unique_per_import(tmp_path):
+    from loader.bulk import object_key
+
+    root = tmp_path / "bulk"
+    a = root / "images-0123456789abcdef" / "rows-000000000000" / "vector.npy"
+    b = root / "images-fedcba9876543210" / "rows-000000000000" / "vector.npy"
+    assert object_key("bulk-import/", root, a) == "bulk-import/images-0123456789abcdef/rows-000000000000/vector.npy"
+    assert object_key("", root, b) == "images-fedcba9876543210/rows-000000000000/vector.npy"

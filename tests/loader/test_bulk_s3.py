@@ -7,7 +7,6 @@ for it (the same S3 API; the loader and Milvus talk to it over real HTTP).
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 
 from catalog import Catalog
 from localstack.milvus_server import MilvusServer, free_port, port_open
-from tests.loader.conftest import REPO, all_names, run_loader, write_classic
+from tests.loader.conftest import run_loader, write_classic
 from tests.loader.test_kill_resume import _assert_exact, _start, _wait_rows
 
 pytestmark = pytest.mark.integration
