@@ -96,6 +96,38 @@ def duplicate_rows(layout_names: Iterable[tuple[int, list[bytes]]], reread) -> s
     return dups
 
 
+def row_norms(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(finite, L2 norm) of each row of a float32 matrix; a norm is 0 only for an all-zero row.
+
+    One fused pass (einsum: no n x dim temporaries) serves every row whose sum of squares is finite and
+    non-zero in float32, i.e. nearly all of them; the rest, holding NaN/Inf or values so large or small that
+    their squares leave float32's range, are looked at again on their own, in float64.
+    """
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        sumsq = np.einsum("ij,ij->i", mat, mat)
+    finite = np.ones(len(mat), dtype=bool)
+    odd = np.nonzero(~np.isfinite(sumsq) | (sumsq == 0))[0]
+    if odd.size:
+        rows = mat[odd].astype(np.float64)
+        finite[odd] = np.isfinite(rows).all(axis=1)
+        scale = np.where(finite[odd], np.abs(rows).max(axis=1, initial=0.0), 0.0)  # 0 for all-zero rows
+        safe = np.where(scale > 0, scale, 1.0)
+        sumsq = sumsq.astype(np.float64)
+        sumsq[odd] = np.einsum("ij,ij->i", rows / safe[:, None], rows / safe[:, None]) * safe**2
+        sumsq[odd[~finite[odd]]] = np.nan
+    return finite, np.sqrt(sumsq)
+
+
+def normalised(mat: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """Rows divided by their norms, in float32; rows whose norm is near float32's limits in float64."""
+    with np.errstate(over="ignore"):  # a norm beyond float32's range: that row is redone below
+        out = mat / norms[:, None].astype(np.float32)
+    edge = np.nonzero((norms > 1e30) | (norms < 1e-30))[0]
+    if edge.size:
+        out[edge] = mat[edge].astype(np.float64) / np.asarray(norms[edge], dtype=np.float64)[:, None]
+    return out
+
+
 def check_chunk(
     start: int,
     names: list[bytes],
@@ -129,13 +161,11 @@ def check_chunk(
                 mat[i] = v
             else:
                 wrong[i] = True
+    finite, norms = row_norms(mat)
     # One reason per row, by priority (the first that applies wins), without a per-row Python loop:
     # assigned from the lowest priority up, so a higher one overwrites.
-    with np.errstate(invalid="ignore", over="ignore"):
-        finite = np.isfinite(mat).all(axis=1)
-        norms = np.linalg.norm(mat, axis=1)  # NaN/Inf for rows that are not finite: masked below
     code = np.zeros(n, dtype=np.int8)
-    code[~(norms > 0) | ~np.isfinite(norms)] = CODES["zero_vector"]
+    code[~(norms > 0)] = CODES["zero_vector"]
     code[~finite] = CODES["nan_or_inf"]
     code[wrong] = CODES["wrong_dim"]
     for i, r in enumerate(reason):
@@ -145,11 +175,9 @@ def check_chunk(
     skipped.update({r: int(counts[c]) for r, c in CODES.items() if counts[c]})
     idx = np.nonzero(code == 0)[0]
     if idx.size == n:  # the usual case: no copy of the chunk before dividing
-        out = mat / norms[:, None].astype(np.float32)
-        kept_names = decoded
+        out, kept_names = normalised(mat, norms), decoded
     else:
-        out = mat[idx] / norms[idx, None].astype(np.float32)
-        kept_names = [decoded[i] for i in idx]
+        out, kept_names = normalised(mat[idx], norms[idx]), [decoded[i] for i in idx]
     return CheckedChunk(
         rows=idx.astype(np.int64) + start,
         names=kept_names,  # type: ignore[arg-type]

@@ -141,3 +141,30 @@ def test_chunk_decoding_matches_decoding_each_name():
     for _ in range(5000):
         raw = [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 4))) for _ in range(rng.randint(1, 6))]
         assert decode_names(raw) == [decode_name(b) for b in raw], raw
+
+
+def test_row_checks_match_a_float64_reference_on_extreme_rows():
+    """The fused float32 norm pass must give each row the reason and the unit vector a per-row float64
+    computation gives, including rows whose squares leave float32's range either way."""
+    rng = np.random.default_rng(3)
+    scales = np.array([0, 1e-44, 1e-30, 1e-19, 1e-3, 1, 1e3, 1e19, 1e30, 3e38], dtype=np.float64)
+    for _ in range(200):
+        n, dim = int(rng.integers(1, 12)), int(rng.integers(1, 9))
+        with np.errstate(over="ignore"):  # 3e38 x a normal sample: some become inf, also a case
+            mat = (rng.standard_normal((n, dim)) * rng.choice(scales, (n, 1))).astype(np.float32)
+        holes = rng.random((n, dim)) < 0.05
+        mat[holes] = rng.choice(np.array([np.nan, np.inf, -np.inf, 0], dtype=np.float32), holes.sum())
+        got = check_chunk(0, [f"r{i}".encode() for i in range(n)], mat, dim, set())
+
+        wide = mat.astype(np.float64)
+        finite = np.isfinite(wide).all(axis=1)
+        nonzero = (wide != 0).any(axis=1)
+        keep = np.nonzero(finite & nonzero)[0]
+        assert got.rows.tolist() == keep.tolist()
+        assert got.skipped.get("nan_or_inf", 0) == int((~finite).sum())
+        assert got.skipped.get("zero_vector", 0) == int((finite & ~nonzero).sum())
+        scale = np.abs(wide[keep]).max(axis=1, keepdims=True)
+        ref = wide[keep] / scale
+        ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+        assert got.vectors.dtype == np.float32
+        np.testing.assert_allclose(got.vectors, ref, rtol=1e-5, atol=1e-6)
