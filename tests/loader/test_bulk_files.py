@@ -57,9 +57,23 @@ def test_parquet_job_has_bulkwriters_layout(tmp_path):
     assert np.array_equal(np.array(table.column("vector").to_pylist(), dtype=np.float32), vectors)
 
 
-@pytest.mark.parametrize("bulk_rows, first", [(1_000_000, 250_000), (3000, 1000), (1000, 1000)])
-def test_first_job_is_a_quarter(bulk_rows, first):
+@pytest.mark.parametrize("bulk_rows, first", [(1_000_000, 100_000), (30_000, 3000), (3000, 1000), (1000, 1000)])
+def test_first_job_is_a_tenth(bulk_rows, first):
     assert first_job_rows(bulk_rows) == first
+
+
+def test_staging_goes_to_shared_memory_only_with_room(tmp_path, monkeypatch):
+    from loader import bulk
+
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    state = tmp_path / "state"
+    monkeypatch.setattr(bulk, "mem_available", lambda: 64 * 2**30)
+    assert bulk.staging_root(state, 10_000, 512, shm=shm) == shm / "image-search-loader"  # 46 MB: room
+    monkeypatch.setattr(bulk, "mem_available", lambda: 60 * 2**20)  # two 23 MB jobs want 92 MB free
+    assert bulk.staging_root(state, 10_000, 512, shm=shm) == state / "bulk"
+    monkeypatch.setattr(bulk, "mem_available", lambda: 64 * 2**30)
+    assert bulk.staging_root(state, 10_000, 512, shm=tmp_path / "none") == state / "bulk"
 
 
 def test_object_keys_are_unique_per_import(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,8 +65,10 @@ def test_sigkill_loader_then_rerun(milvus_server, catalog, tmp_path, state_dir, 
     _assert_exact(catalog, names)
 
 
-def test_sigkill_loader_in_bulk_mode_then_rerun(milvus_server, catalog, tmp_path, state_dir):
-    """Jobs staged, submitted or done when the loader dies: none lost, none imported twice."""
+@pytest.mark.parametrize("files", ["kept", "lost"])
+def test_sigkill_loader_in_bulk_mode_then_rerun(milvus_server, catalog, tmp_path, state_dir, files):
+    """Jobs staged, submitted or done when the loader dies: none lost, none imported twice; staged files
+    that are gone by the rerun (in memory before a reboot, or deleted) are written again."""
     _, names = write_classic(tmp_path / "a.h5", ROWS, dim=DIM)
     args = ["import", str(tmp_path / "a.h5"), "--milvus-uri", milvus_server.uri, "--collection",
             catalog.collection, "--batch-size", str(BATCH), "--mode", "bulk", "--bulk-dir",
@@ -75,8 +78,16 @@ def test_sigkill_loader_in_bulk_mode_then_rerun(milvus_server, catalog, tmp_path
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
+    if files == "lost":
+        (record,) = [json.loads(p.read_text()) for p in state_dir.glob("*.json")]
+        open_jobs = [j for j in record["jobs"] if j["status"] != "done"]
+        assert open_jobs, record  # the kill left a job to finish, whose files now go
+        shutil.rmtree(tmp_path / "stage")
+        args.remove("-q")  # the rerun's warnings are what says the files were written again
     res = run_loader(*args)
     assert res.returncode == 0, res.stderr
+    if files == "lost" and any(j["status"] == "staged" for j in open_jobs):
+        assert "are gone; writing them again" in res.stderr
     _assert_exact(catalog, names)
 
 
