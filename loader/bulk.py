@@ -60,10 +60,16 @@ FORMATS = ("npy", "parquet")
 ROW_GROUP_BYTES = 32 * 1024 * 1024  # BulkWriter's choice: bounds the server-side Parquet reader's memory
 NPY_COLUMNS = (S.NAME_FIELD, S.VECTOR_FIELD, S.META_FIELD)  # Milvus matches .npy files to fields by name
 JOB_TRIES = 3
-POLL_SECONDS = 0.2
-# A job that neither finishes nor moves for this long is reported instead of waited on for ever. Seen on
-# Milvus 2.3: a job submitted within the session TTL (15 s) after an unclean restart is sent to the dead
-# data node's session and stays "Started" until the server expires it (importTaskExpiration, 900 s).
+POLL_SECONDS = 0.1
+# Milvus 2.3 after an unclean restart: jobs that were running are failed with this reason, and for one
+# session TTL (common.session.ttl, 30 s by default; etcd restarts the lease) the dead data node's session
+# still looks alive, so a job submitted then may be sent to it, where it stays "Started" until the server
+# expires it (importTaskExpiration, 15 minutes, checked every 5). So a job failed by a restart is
+# resubmitted after RESTART_GRACE (env LOADER_RESTART_GRACE), and no job of ours waits queued in the
+# server (it would be sent out at once on restart).
+RESTARTED = "service restarted"
+RESTART_GRACE = float(os.environ.get("LOADER_RESTART_GRACE", "40"))
+# A job that neither finishes nor moves for this long is reported instead of waited on for ever.
 STALL_SECONDS = 180.0
 DONE_STATES = ("Completed",)
 FAILED_STATES = ("Failed", "Failed and cleaned")
@@ -468,6 +474,13 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
                 if store is not None:
                     store.remove(job.get("keys", []))
                 _remove_local(job["files"])
+            elif name in FAILED_STATES and RESTARTED in reason:
+                # Not the job's fault, so not counted as a try; resubmitted once the server can no longer
+                # send it to the data node that died.
+                log.warning("Milvus restarted during import job %s; retrying it in %.0f s", job["task"], RESTART_GRACE)
+                time.sleep(RESTART_GRACE)
+                job.update(status="staged", maybe_submitted=False, tries=job["tries"] - 1)
+                state.save()
             elif name in FAILED_STATES:
                 if job["tries"] >= JOB_TRIES:
                     raise BulkError(f"import job {job['task']} for {job['files'][0]} failed {job['tries']} times: "
@@ -511,11 +524,13 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
                     data.update(rows_done=end, skipped=dict(summary.skipped))
                     state.save()
                     first = end
+                    # The next files were written while the last job imported; it is submitted only once
+                    # that job is done, so the server never holds a queued job of ours (see RESTART_GRACE).
                     open_jobs = [j for j in jobs if j["status"] != "done"]
-                    if open_jobs and open_jobs[-1]["status"] == "staged":
-                        submit(open_jobs[-1])  # the server queues it behind the one importing now
                     for job in open_jobs[:-1]:
-                        settle(job)  # keep one job importing while the next files are written
+                        settle(job)
+                    if open_jobs and open_jobs[-1]["status"] == "staged":
+                        submit(open_jobs[-1])
             if current is not None:  # rows left when the file ended inside a chunk-less tail
                 current.abort()
             for job in jobs:
