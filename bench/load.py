@@ -20,6 +20,7 @@ Prints `RESULT <name> ours=... baseline=... ratio=...` and `RESULT <name> value=
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -211,6 +212,8 @@ def main() -> int:
                 blk, ceil_bulk, blk_index, blk_rss = bulk_pairs(server.uri, path, rows, stage, tmp, args.repeat)
             finally:
                 shutil.rmtree(stage, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    stage.parent.rmdir()  # the loader's staging root, when nothing else is in it
         finally:
             server.stop()
     print(f"RESULT load_insert_vs_ceiling ours={ins:.0f}rows/s baseline={ceil_insert:.0f}rows/s "
