@@ -38,6 +38,7 @@ not create) are therefore upserted through the insert path instead, so re-import
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -369,8 +370,8 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
         )
     root = Path(opts.bulk_dir) if opts.bulk_dir else staging_root(state.path.parent, opts.bulk_rows, src.dim)
     stage = root.resolve() / f"{catalog.collection}-{state.path.stem[-16:]}"
+    store = ObjectStore(s3) if s3 is not None else None  # a bad endpoint or bucket fails before anything is made
     stage.mkdir(parents=True, exist_ok=True)
-    store = ObjectStore(s3) if s3 is not None else None
     data = state.data
     if "jobs" not in data:  # a new import: remember whether the collection was empty (created by us)
         data.update(jobs=[], rows_done=0, upserted=0, skipped={}, fresh=bool(getattr(src, "created", False)))
@@ -538,6 +539,10 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
         finally:
             milvus.close()
     summary.imported = imported()
+    shutil.rmtree(stage, ignore_errors=True)  # every job is done: its folder holds nothing more
+    if not opts.bulk_dir:
+        with contextlib.suppress(OSError):
+            root.rmdir()  # the default root, once no other import stages there
 
 
 def _remove_local(files: list[str]) -> None:

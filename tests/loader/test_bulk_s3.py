@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -90,7 +91,9 @@ def test_bulk_import_through_the_bucket(s3_milvus, s3_catalog, tmp_path, state_d
     assert res.stdout.startswith("read 2,500, imported 2,500, skipped 0, ")
     _assert_exact(s3_catalog, names)
     assert _objects(endpoint, prefix) == []  # uploaded files are deleted once imported
-    assert not [p for p in (state_dir / "bulk").rglob("*") if p.is_file()]  # and so are the local copies
+    # ...and so is the local staging folder, in memory or in the state dir (loader.bulk.staging_root)
+    roots = [state_dir / "bulk", Path("/dev/shm/image-search-loader")]
+    assert not [p for root in roots if root.exists() for p in root.glob(f"{s3_catalog.collection}-*")]
 
 
 def test_sigkill_loader_mid_upload_then_rerun(s3_milvus, s3_catalog, tmp_path, state_dir):

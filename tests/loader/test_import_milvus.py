@@ -83,7 +83,7 @@ def test_bulk_mode_imports_via_real_import_jobs(milvus_server, catalog, tmp_path
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("read 2,500, imported 2,499, skipped 1 (zero_vector=1), ")
     assert catalog.count() == 2499 and len(set(all_names(catalog))) == 2499
-    assert not list(stage.rglob("*.parquet"))  # files of completed jobs are removed
+    assert list(stage.iterdir()) == []  # files and folders of completed jobs are removed
     # Bulk into a collection that already holds the names: upserted, never duplicated.
     res = run_loader(*args)
     assert res.returncode == 0, res.stderr
