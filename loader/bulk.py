@@ -61,6 +61,7 @@ FORMATS = ("npy", "parquet")
 ROW_GROUP_BYTES = 32 * 1024 * 1024  # BulkWriter's choice: bounds the server-side Parquet reader's memory
 NPY_COLUMNS = (S.NAME_FIELD, S.VECTOR_FIELD, S.META_FIELD)  # Milvus matches .npy files to fields by name
 JOB_TRIES = 3
+JOB_RESTARTS = 5  # server restarts one job may see before the run gives up (see RESTARTED)
 POLL_SECONDS = 0.1
 # Milvus 2.3 after an unclean restart: jobs that were running are failed with this reason, and for one
 # session TTL (common.session.ttl, 30 s by default; etcd restarts the lease) the dead data node's session
@@ -98,7 +99,7 @@ def first_job_rows(bulk_rows: int) -> int:
 
 
 def job_bytes(rows: int, dim: int) -> int:
-    """About how much disk one job's .npy files take (vectors, names up to 64 characters, meta)."""
+    """About how much room one job's .npy files take (vectors, names of up to 64 characters, meta)."""
     return rows * (dim * 4 + 64 * 4 + 8)
 
 
@@ -114,7 +115,7 @@ def staging_root(state_dir: Path, rows: int, dim: int, shm: Path = Path("/dev/sh
         st = os.statvfs(shm)
         free = st.f_bavail * st.f_frsize
         if os.access(shm, os.W_OK) and free >= need and mem_available() >= 2 * need:
-            return shm / "image-search-loader"
+            return shm / f"image-search-loader-{os.getuid()}"  # per user: /dev/shm is shared by all
     except OSError:
         pass
     return state_dir / "bulk"
@@ -340,6 +341,11 @@ class ImportJobs:
         st = self._utility("get_bulk_insert_state", task)
         return st.state_name, str(st.infos.get("failed_reason", "") or ""), int(st.row_count)
 
+    def newest(self) -> int:
+        """The newest task id of this collection (-1 when it has none)."""
+        tasks = self._utility("list_bulk_insert_tasks", collection_name=self.catalog.collection, limit=0)
+        return max((int(t.task_id) for t in tasks), default=-1)
+
     def find(self, file: str) -> int | None:
         """The newest task of this collection that imports `file` (a submit whose id was lost)."""
         tasks = self._utility("list_bulk_insert_tasks", collection_name=self.catalog.collection, limit=0)
@@ -368,11 +374,15 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
             "bulk mode needs --bulk-dir (a folder the Milvus server can read: for a local server, a folder "
             "under its localStorage.path) or --s3-endpoint (Milvus's MinIO/S3), or use --mode insert"
         )
-    root = Path(opts.bulk_dir) if opts.bulk_dir else staging_root(state.path.parent, opts.bulk_rows, src.dim)
-    stage = root.resolve() / f"{catalog.collection}-{state.path.stem[-16:]}"
     store = ObjectStore(s3) if s3 is not None else None  # a bad endpoint or bucket fails before anything is made
-    stage.mkdir(parents=True, exist_ok=True)
     data = state.data
+    if opts.bulk_dir:
+        root = Path(opts.bulk_dir)
+    else:  # chosen once per import: the staged files and their object keys hang off it
+        root = Path(data.get("stage_root") or staging_root(state.path.parent, opts.bulk_rows, src.dim))
+        data["stage_root"] = str(root)
+    stage = root.resolve() / f"{catalog.collection}-{state.path.stem[-16:]}"
+    stage.mkdir(parents=True, exist_ok=True)
     if "jobs" not in data:  # a new import: remember whether the collection was empty (created by us)
         data.update(jobs=[], rows_done=0, upserted=0, skipped={}, fresh=bool(getattr(src, "created", False)))
         state.save()
@@ -385,6 +395,9 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
         with_retry(catalog.load, opts.retry_seconds)
     milvus = ImportJobs(catalog)
     retry = opts.retry_seconds
+    if "task_floor" not in data:  # tasks up to here (an earlier import of the same files) are never adopted
+        data["task_floor"] = -1 if jobs else with_retry(milvus.newest, retry)
+        state.save()
 
     def server_files(job: dict) -> list[str]:
         """What the import job reads: local paths, or object keys once uploaded."""
@@ -396,9 +409,16 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
             _remove_local(job["files"])
         return job["keys"]
 
-    def job_file(job: dict) -> str:
-        """The first file the job's import reads (how its task is found again)."""
-        return (job.get("keys") or job["files"])[0]
+    def new_task(job: dict, files: list[str]) -> int | None:
+        """A task for the job's files that is newer than any we recorded for it: one a crashed run, or a
+        submit whose reply was lost, started (task ids grow)."""
+        task = milvus.find(files[0]) if files else None
+        floor = max(job.get("task", -1), data.get("task_floor", -1))
+        return task if task is not None and task > floor else None
+
+    def submit_once(job: dict, files: list[str]) -> int:
+        """Submit, unless a retried call already did (its reply lost while the server went away)."""
+        return new_task(job, files) or milvus.submit(files)
 
     def split_stored(names: list[str], vectors: np.ndarray) -> tuple[list[str], np.ndarray, int]:
         """Upsert the rows whose name is stored already (not new collections); returns the rest, and how
@@ -421,7 +441,8 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
             for end, checked in checked_chunks(src, job["first"], opts.batch_size):
                 inside = checked.rows < job["end"]
                 names = [n for n, i in zip(checked.names, inside) if i]
-                names, vectors, _ = split_stored(names, checked.vectors[inside])
+                names, vectors, upserted = split_stored(names, checked.vectors[inside])
+                data["upserted"] = int(data.get("upserted", 0)) + upserted  # stored since it was staged
                 writer.write(names, vectors)
                 if end >= job["end"]:
                     break
@@ -432,23 +453,23 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
             raise
         if not rows:
             writer.abort()
-        job.update(files=[str(f) for f in files], rows=rows, keys=[])
+        # With no row left it is done now, in the same save (a crash must not leave a job without files).
+        job.update(files=[str(f) for f in files], rows=rows, keys=[], status="staged" if rows else "done")
         state.save()
 
     def submit(job: dict) -> None:
         """Start the job's import (or adopt the task a crashed run started for the same files)."""
-        task = with_retry(lambda: milvus.find(job_file(job)), retry) if job.get("maybe_submitted") else None
+        known = job.get("keys") or job["files"]
+        task = with_retry(lambda: new_task(job, known), retry) if job.get("maybe_submitted") else None
         if task is None and not job.get("keys") and not all(Path(f).exists() for f in job["files"]):
             restage(job)
-            if not job["rows"]:  # every row of it is stored by now
-                job.update(status="done")
-                state.save()
+            if job["status"] == "done":  # every row of it is stored by now
                 return
         files = server_files(job) if task is None else []
         if task is None:
             job["maybe_submitted"] = True  # from here on a crash may leave a task we never heard of
             state.save()
-            task = with_retry(lambda: milvus.submit(files), retry)
+            task = with_retry(lambda: submit_once(job, files), retry)
         job.update(task=task, status="submitted", tries=job.get("tries", 0) + 1)
         state.save()
 
@@ -475,12 +496,13 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
                 if store is not None:
                     store.remove(job.get("keys", []))
                 _remove_local(job["files"])
-            elif name in FAILED_STATES and RESTARTED in reason:
-                # Not the job's fault, so not counted as a try; resubmitted once the server can no longer
-                # send it to the data node that died.
+            elif name in FAILED_STATES and RESTARTED in reason and job.get("restarts", 0) < JOB_RESTARTS:
+                # Not the job's fault, so not counted as a try (a server that restarts on every attempt is,
+                # after JOB_RESTARTS); resubmitted once the server can no longer send it to the dead node.
                 log.warning("Milvus restarted during import job %s; retrying it in %.0f s", job["task"], RESTART_GRACE)
                 time.sleep(RESTART_GRACE)
-                job.update(status="staged", maybe_submitted=False, tries=job["tries"] - 1)
+                job.update(status="staged", maybe_submitted=False, tries=job["tries"] - 1,
+                           restarts=job.get("restarts", 0) + 1)
                 state.save()
             elif name in FAILED_STATES:
                 if job["tries"] >= JOB_TRIES:

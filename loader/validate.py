@@ -96,17 +96,21 @@ def duplicate_rows(layout_names: Iterable[tuple[int, list[bytes]]], reread) -> s
     return dups
 
 
+SMALL_SUMSQ = 1e-30  # far above float32's subnormals (1.2e-38), where squares lose precision
+
+
 def row_norms(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(finite, L2 norm) of each row of a float32 matrix; a norm is 0 only for an all-zero row.
 
-    One fused pass (einsum: no n x dim temporaries) serves every row whose sum of squares is finite and
-    non-zero in float32, i.e. nearly all of them; the rest, holding NaN/Inf or values so large or small that
-    their squares leave float32's range, are looked at again on their own, in float64.
+    One fused pass (einsum: no n x dim temporaries) serves every row whose float32 sum of squares is finite
+    and at least 1e-30, i.e. nearly all of them; the rest, holding NaN/Inf or values so large or small that
+    their squares leave float32's range or precision (subnormals), are looked at again on their own, in
+    float64.
     """
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
         sumsq = np.einsum("ij,ij->i", mat, mat)
     finite = np.ones(len(mat), dtype=bool)
-    odd = np.nonzero(~np.isfinite(sumsq) | (sumsq == 0))[0]
+    odd = np.nonzero(~np.isfinite(sumsq) | (sumsq < SMALL_SUMSQ))[0]
     if odd.size:
         rows = mat[odd].astype(np.float64)
         finite[odd] = np.isfinite(rows).all(axis=1)
@@ -122,7 +126,7 @@ def normalised(mat: np.ndarray, norms: np.ndarray) -> np.ndarray:
     """Rows divided by their norms, in float32; rows whose norm is near float32's limits in float64."""
     with np.errstate(over="ignore"):  # a norm beyond float32's range: that row is redone below
         out = mat / norms[:, None].astype(np.float32)
-    edge = np.nonzero((norms > 1e30) | (norms < 1e-30))[0]
+    edge = np.nonzero((norms > 1e30) | (norms < 1e-15))[0]
     if edge.size:
         out[edge] = mat[edge].astype(np.float64) / np.asarray(norms[edge], dtype=np.float64)[:, None]
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -69,7 +71,7 @@ def test_staging_goes_to_shared_memory_only_with_room(tmp_path, monkeypatch):
     shm.mkdir()
     state = tmp_path / "state"
     monkeypatch.setattr(bulk, "mem_available", lambda: 64 * 2**30)
-    assert bulk.staging_root(state, 10_000, 512, shm=shm) == shm / "image-search-loader"  # 46 MB: room
+    assert bulk.staging_root(state, 10_000, 512, shm=shm) == shm / f"image-search-loader-{os.getuid()}"  # 46 MB: room
     monkeypatch.setattr(bulk, "mem_available", lambda: 60 * 2**20)  # two 23 MB jobs want 92 MB free
     assert bulk.staging_root(state, 10_000, 512, shm=shm) == state / "bulk"
     monkeypatch.setattr(bulk, "mem_available", lambda: 64 * 2**30)

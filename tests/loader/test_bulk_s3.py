@@ -7,6 +7,7 @@ for it (the same S3 API; the loader and Milvus talk to it over real HTTP).
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -92,7 +93,7 @@ def test_bulk_import_through_the_bucket(s3_milvus, s3_catalog, tmp_path, state_d
     _assert_exact(s3_catalog, names)
     assert _objects(endpoint, prefix) == []  # uploaded files are deleted once imported
     # ...and so is the local staging folder, in memory or in the state dir (loader.bulk.staging_root)
-    roots = [state_dir / "bulk", Path("/dev/shm/image-search-loader")]
+    roots = [state_dir / "bulk", Path(f"/dev/shm/image-search-loader-{os.getuid()}")]
     assert not [p for root in roots if root.exists() for p in root.glob(f"{s3_catalog.collection}-*")]
 
 

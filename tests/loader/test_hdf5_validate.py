@@ -147,7 +147,7 @@ def test_row_checks_match_a_float64_reference_on_extreme_rows():
     """The fused float32 norm pass must give each row the reason and the unit vector a per-row float64
     computation gives, including rows whose squares leave float32's range either way."""
     rng = np.random.default_rng(3)
-    scales = np.array([0, 1e-44, 1e-30, 1e-19, 1e-3, 1, 1e3, 1e19, 1e30, 3e38], dtype=np.float64)
+    scales = np.array([0, 1e-44, 1e-30, 3e-23, 1e-21, 1e-19, 1e-3, 1, 1e3, 1e19, 1e30, 3e38], dtype=np.float64)
     for _ in range(200):
         n, dim = int(rng.integers(1, 12)), int(rng.integers(1, 9))
         with np.errstate(over="ignore"):  # 3e38 x a normal sample: some become inf, also a case
