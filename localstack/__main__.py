@@ -103,6 +103,9 @@ def main() -> int:
             raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    # Explicitly: a process started in the background by a script inherits SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt for it; Ctrl-C (or SIGINT from a supervisor) must still stop the stack.
+    signal.signal(signal.SIGINT, on_signal)
     try:
         log.info("starting Milvus on 127.0.0.1:%d (data in %s)", milvus_port, milvus.data_dir)
         milvus.start()

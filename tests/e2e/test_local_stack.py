@@ -3,6 +3,7 @@ photos once, stops on Ctrl-C within 30 s, and comes back on the same data withou
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -41,7 +42,13 @@ def _ctrl_c(proc: subprocess.Popen) -> float:
     assert children, "the stack started no child processes"
     start = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:  # fail, but leave nothing running behind
+        for p in [psutil.Process(proc.pid), *children]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        raise
     _, alive = psutil.wait_procs(children, timeout=5)
     assert not alive, f"still running after Ctrl-C: {[p.pid for p in alive]}"
     return time.monotonic() - start
