@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -64,6 +65,27 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (ip_local_port_range)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def listen_port(taken: set[int], check_free: bool) -> int:
+    """A port for a Milvus component to listen on, below the ephemeral range: there, no outgoing
+    connection (Milvus's own, e.g. to its etcd, included) can be holding it when the component binds."""
+    low, _ = ephemeral_ports()
+    pick = random.Random()
+    for _ in range(1000):
+        port = pick.randint(10_000, max(10_001, low - 1))
+        if port not in taken and (not check_free or bindable(port)):
+            return port
+    return free_port()
+
+
 def bindable(port: int, host: str = "127.0.0.1") -> bool:
     """Whether a server could listen on host:port now (SO_REUSEADDR, as Milvus's Go listeners use)."""
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
@@ -96,6 +118,7 @@ class MilvusServer:
         """
         self.data_dir = Path(data_dir).resolve()
         self.port = port
+        self.proxy_port = port  # where the proxy listens: the same port, or its own inside the namespace
         self.metrics_port = 0
         self.extra_config = extra_config or {}
         self.proc: subprocess.Popen | None = None
@@ -125,7 +148,10 @@ class MilvusServer:
         # Set ports directly and render with write_config(): the package's own resolve() probes ports
         # without SO_REUSEADDR and silently moves to the next one while an old socket is in TIME_WAIT,
         # which would put the server on another port than the one we were asked for.
-        values = {"proxy_port": self.port, **{k: ports[k] for k in _PORT_KEYS}}
+        # Isolated, the proxy listens on its own port inside the namespace (below the ephemeral range there);
+        # the relay on 127.0.0.1:self.port forwards to it.
+        self.proxy_port = ports.get("proxy_port", self.port)
+        values = {"proxy_port": self.proxy_port, **{k: ports[k] for k in _PORT_KEYS}}
         for key, value in values.items():
             config.configurable_items[key][1] = value
         for key, value in self.extra_config.items():
@@ -171,18 +197,23 @@ class MilvusServer:
         Reusing the same ports lets a restarted server come back in seconds.
         """
         path = self.data_dir / "configs" / "ports.json"
-        keys = (*_PORT_KEYS, "etcd_peer_port", "metrics_port")
+        keys = (*_PORT_KEYS, "etcd_peer_port", "metrics_port", *(("proxy_port",) if self.isolate_network else ()))
         try:
             saved = {k: int(v) for k, v in json.loads(path.read_text()).items()}
         except (OSError, ValueError):
             saved = {}
         ports: dict[str, int] = {}
+        low, _ = ephemeral_ports()
+        taken = {self.port}
         for key in keys:
             port = saved.get(key)
-            # Isolated, each start gets a fresh namespace where every saved port is free.
-            if not port or port in ports.values() or (not self.isolate_network and not bindable(port)):
-                port = free_port()
+            # Isolated, each start gets a fresh namespace where every saved port is free. A port in the
+            # ephemeral range (saved by an older version) can be taken by an outgoing connection: replaced.
+            if (not port or port in taken or port >= low
+                    or (not self.isolate_network and not bindable(port))):
+                port = listen_port(taken, check_free=not self.isolate_network)
             ports[key] = port
+            taken.add(port)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(ports, indent=1))
         return ports
@@ -278,7 +309,7 @@ class MilvusServer:
         return sock
 
     def _dial_proxy(self) -> socket.socket:
-        sock = self._dial(self.port, timeout=5)
+        sock = self._dial(self.proxy_port, timeout=5)
         sock.settimeout(None)  # the relay blocks in recv/sendall
         return sock
 
@@ -293,7 +324,7 @@ class MilvusServer:
             head, _, body = response.partition(b"\r\n\r\n")
             if not head.startswith(b"HTTP/1.") or head.split(b" ", 2)[1:2] != [b"200"] or b"OK" not in body:
                 return False
-            with self._dial(self.port, timeout=2):
+            with self._dial(self.proxy_port, timeout=2):
                 return True
         except (OSError, IndexError):
             return False

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from localstack import milvus_server as ms
-from localstack.milvus_server import MilvusServer, free_port
+from localstack.milvus_server import MilvusServer, ephemeral_ports, free_port
 from localstack.netns import netns_id
 
 pytestmark = [
@@ -97,7 +97,10 @@ def test_milvus_has_no_socket_in_the_host_namespace_and_the_relay_is_loopback_on
     # Inside its namespace Milvus listens on all interfaces, of which there is only loopback.
     inside = listening_inside(pid)
     ports = internal_ports(server)  # (index_coord_port is unused: 2.3 merged the index coordinator away)
-    wanted = {server.port, ports["metrics_port"], ports["etcd_port"], ports["root_coord_port"], ports["query_node_port"]}
+    wanted = {ports["proxy_port"], ports["metrics_port"], ports["etcd_port"], ports["root_coord_port"],
+              ports["query_node_port"]}
+    low, _ = ephemeral_ports()  # outgoing connections inside the namespace take theirs from that range
+    assert max(ports.values()) < low
     assert wanted <= {port for _, port in inside}
     assert {address.strip("0") for address, _ in inside} <= {"", "100007F"}  # any, or 127.0.0.1
     devices = {line.split(":")[0].strip() for line in open(f"/proc/{pid}/net/dev").read().splitlines()[2:]}
