@@ -341,15 +341,16 @@ class ImportJobs:
         st = self._utility("get_bulk_insert_state", task)
         return st.state_name, str(st.infos.get("failed_reason", "") or ""), int(st.row_count)
 
+    def _tasks(self) -> list:
+        return self._utility("list_bulk_insert_tasks", collection_name=self.catalog.collection, limit=0)
+
     def newest(self) -> int:
         """The newest task id of this collection (-1 when it has none)."""
-        tasks = self._utility("list_bulk_insert_tasks", collection_name=self.catalog.collection, limit=0)
-        return max((int(t.task_id) for t in tasks), default=-1)
+        return max((int(t.task_id) for t in self._tasks()), default=-1)
 
     def find(self, file: str) -> int | None:
         """The newest task of this collection that imports `file` (a submit whose id was lost)."""
-        tasks = self._utility("list_bulk_insert_tasks", collection_name=self.catalog.collection, limit=0)
-        found = [t for t in tasks if file in str(t.infos.get("files", "")).split(",")]
+        found = [t for t in self._tasks() if file in str(t.infos.get("files", "")).split(",")]
         return max((int(t.task_id) for t in found), default=None)
 
     def close(self) -> None:
@@ -371,8 +372,8 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
     s3: S3Target | None = opts.bulk_s3
     if not opts.bulk_dir and s3 is None:
         raise BulkError(
-            "bulk mode needs --bulk-dir (a folder the Milvus server can read: for a local server, a folder "
-            "under its localStorage.path) or --s3-endpoint (Milvus's MinIO/S3), or use --mode insert"
+            "bulk mode needs --bulk-dir (a folder the Milvus server can read under the same path: a server on "
+            "this machine) or --s3-endpoint (Milvus's MinIO/S3), or use --mode insert"
         )
     store = ObjectStore(s3) if s3 is not None else None  # a bad endpoint or bucket fails before anything is made
     data = state.data
@@ -527,8 +528,7 @@ def import_bulk(src, catalog: Catalog, opts, state, summary) -> None:
             first = summary.read
             for end, checked in checked_chunks(src, summary.read, opts.batch_size):
                 names, vectors, upserted = split_stored(checked.names, checked.vectors)
-                if upserted:
-                    data["upserted"] = int(data.get("upserted", 0)) + upserted
+                data["upserted"] = int(data.get("upserted", 0)) + upserted
                 if current is None:
                     current = job_writer(opts.bulk_format, stage / f"rows-{first:012d}", src.dim)
                 current.write(names, vectors)
