@@ -67,7 +67,7 @@ def import_options(fn):
     @click.option("--bulk-dir", type=click.Path(file_okay=False), default=None,
                   help="Bulk mode: a directory the Milvus server can read (its local storage path).")
     @click.option("--bulk-rows", type=click.IntRange(1000, 2_000_000), default=1_000_000, show_default=True,
-                  help="Bulk mode: rows per import job (a run's first job is a quarter of it).")
+                  help="Bulk mode: rows per import job.")
     @click.option("--bulk-format", type=click.Choice(FORMATS), default="npy", show_default=True,
                   help="Bulk mode: .npy column files (fastest here) or Parquet.")
     @click.option("--s3-endpoint", envvar="S3_ENDPOINT", default=None,

@@ -47,7 +47,7 @@ class ImportOptions:
     state_dir: str | Path | None = None
     retry_seconds: float = 60.0  # how long a lost Milvus is waited for before giving up
     bulk_dir: str | Path | None = None  # bulk mode: where the server can read the staged files
-    bulk_rows: int = 1_000_000  # bulk mode: rows per import job (the first job of a run: a quarter)
+    bulk_rows: int = 1_000_000  # bulk mode: rows per import job
     bulk_format: str = "npy"  # bulk mode: "npy" column files or "parquet"
     bulk_s3: Any = None  # bulk mode: a loader.bulk.S3Target to upload into, instead of a shared folder
 

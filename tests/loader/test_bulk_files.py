@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from loader.bulk import NpyJob, ParquetJob, first_job_rows
+from loader.bulk import BackgroundWriter, NpyJob, ParquetJob, job_writer, stage_chunk_rows
 
 
 def _chunks(n: int, dim: int, size: int):
@@ -59,9 +60,60 @@ def test_parquet_job_has_bulkwriters_layout(tmp_path):
     assert np.array_equal(np.array(table.column("vector").to_pylist(), dtype=np.float32), vectors)
 
 
-@pytest.mark.parametrize("bulk_rows, first", [(1_000_000, 100_000), (30_000, 3000), (3000, 1000), (1000, 1000)])
-def test_first_job_is_a_tenth(bulk_rows, first):
-    assert first_job_rows(bulk_rows) == first
+@pytest.mark.parametrize("fmt", ["npy", "parquet"])
+def test_background_writer_keeps_every_row_in_order(tmp_path, fmt):
+    names, vectors, chunks = _chunks(5000, 8, 97)  # many more chunks than the queue holds
+    job = job_writer(fmt, tmp_path / "rows-000000000000", 8)
+    assert isinstance(job, BackgroundWriter)
+    for n, v in chunks:
+        job.write(n, v)
+    assert job.rows == 5000  # counted when handed over, before the worker has written them
+    files = job.close()
+    if fmt == "npy":
+        got_names, got = np.load(files[0]).tolist(), np.load(files[1])
+    else:
+        table = pq.read_table(files[0])
+        got_names = table.column("name").to_pylist()
+        got = np.array(table.column("vector").to_pylist(), dtype=np.float32)
+    assert got_names == names and np.array_equal(got, vectors)
+
+
+class _FailingJob:
+    """An inner writer whose third write fails (a full disk), recording what happened to it."""
+
+    def __init__(self):
+        self.rows, self.threads, self.aborted = 0, set(), False
+
+    def write(self, names, vectors):
+        self.threads.add(threading.get_ident())
+        if self.rows >= 2 * len(names):
+            raise OSError(28, "No space left on device")
+        self.rows += len(names)
+
+    def close(self):
+        raise AssertionError("a writer whose write failed must not be closed")
+
+    def abort(self):
+        self.aborted = True
+
+
+def test_background_writer_raises_a_failed_write_and_aborts():
+    inner = _FailingJob()
+    job = BackgroundWriter(inner)
+    names, vectors, chunks = _chunks(100, 4, 10)
+    with pytest.raises(OSError, match="No space left"):
+        for n, v in chunks:  # the failure surfaces on a later write (at most DEPTH chunks later) ...
+            job.write(n, v)
+        job.close()  # ... or at the latest on close
+    job.abort()
+    assert inner.aborted and inner.rows == 20
+    assert threading.get_ident() not in inner.threads  # the writes ran on the worker thread
+
+
+def test_stage_chunks_are_cache_sized():
+    assert stage_chunk_rows(512) == 1024  # 2 MB of float32
+    assert stage_chunk_rows(4096) == 128
+    assert stage_chunk_rows(10**6) == 64  # never absurdly small
 
 
 def test_staging_goes_to_shared_memory_only_with_room(tmp_path, monkeypatch):
