@@ -68,20 +68,24 @@ def empty_collection(uri: str, name: str) -> Catalog:
     return cat
 
 
-def file_rows(source: Path, rows: int, block: int) -> tuple[list[str], np.ndarray]:
-    """The file's first `rows` names (decoded) and its first `block` vectors, L2-normalised: the rows the
-    loader stores (the bench file has no invalid or repeated rows)."""
+def file_names(source: Path, rows: int) -> list[str]:
+    """The file's first `rows` names, decoded (the bench file has no invalid or repeated rows)."""
     with h5py.File(source, "r") as f:
-        names = [n.decode() for n in f["dataset_2"][:rows]]
-        vectors = f["dataset_1"][:block]
-    return names, vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        return [n.decode() for n in f["dataset_2"][:rows]]
+
+
+def unit_rows(block: np.ndarray) -> np.ndarray:
+    """Vectors L2-normalised, as the loader stores them."""
+    return block / np.linalg.norm(block, axis=1, keepdims=True)
 
 
 def bare_inserts(uri: str, rows: int, source: Path) -> float:
     """Server ceiling for the insert path: rows/s of 10,000-row insert calls of the file's names, flushed
     (the vectors of the first 10,000 rows, reused: all data is in memory before the clock starts)."""
     cat = empty_collection(uri, "ceiling_insert")
-    names, block = file_rows(source, rows, 10_000)
+    names = file_names(source, rows)
+    with h5py.File(source, "r") as f:
+        block = unit_rows(f["dataset_1"][:10_000])
     t0 = time.monotonic()
     for s in range(0, rows, 10_000):
         n = min(10_000, rows - s)
@@ -112,8 +116,8 @@ def write_import_files(folder: Path, source: Path | None, rows: int) -> None:
         with h5py.File(source, "r") as f:
             for s in range(0, rows, 50_000):
                 block = f["dataset_1"][s : s + 50_000]
-                vec[s : s + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
-        names = np.array(file_rows(source, rows, 0)[0])
+                vec[s : s + len(block)] = unit_rows(block)
+        names = np.array(file_names(source, rows))
     vec.flush()
     del vec
     np.save(folder / "name.npy", names)
