@@ -161,10 +161,12 @@ def import_h5(
     if opts.mode == "bulk":
         from loader.bulk import import_bulk
 
-        import_bulk(src, catalog, opts, state, summary)
+        needs_flush = import_bulk(src, catalog, opts, state, summary)
     else:
         _import_insert(src, catalog, opts, state, summary)
-    with_retry(catalog.flush, opts.retry_seconds)  # durable: what rows/s is measured up to
+        needs_flush = True
+    if needs_flush:  # durable: what rows/s is measured up to (completed import jobs already are)
+        with_retry(catalog.flush, opts.retry_seconds)
     summary.stop()
     summary.index_seconds = finish_collection(catalog, opts.index, opts.retry_seconds)
     state.clear()

@@ -97,3 +97,42 @@ def test_bulk_mode_without_stage_dir_says_what_to_do(milvus_server, catalog, tmp
                      "--collection", catalog.collection, "--mode", "bulk")
     assert res.returncode == 1
     assert res.stderr.startswith("Error: bulk mode needs --bulk-dir (a folder the Milvus server can read")
+
+
+def test_bulk_mode_frees_staged_files_once_read_and_flushes_only_upserts(milvus_server, catalog, tmp_path,
+                                                                          state_dir, monkeypatch):
+    """Staged files are deleted when the job is Persisted (read by the server), not after the completion
+    timer; a completed import job needs no flush, rows upserted through the insert path do."""
+    from loader import bulk
+    from loader.importer import ImportOptions, import_h5
+
+    _, names = write_classic(tmp_path / "a.h5", 1200, dim=8)
+    stage = tmp_path / "stage"
+    seen: list[tuple[str, bool]] = []  # (state the loader was told, were staged files on disk)
+    real_state = bulk.ImportJobs.state
+
+    def recorded_state(self, task):
+        name, reason, rows = real_state(self, task)
+        if name == "Completed" and not any(s == "Persisted" for s, _ in seen):
+            # The server's 2-s flip timer may pass between two polls; make sure the loader sees the state.
+            name = "Persisted"
+        seen.append((name, any(stage.rglob("*.npy"))))
+        return name, reason, rows
+
+    monkeypatch.setattr(bulk.ImportJobs, "state", recorded_state)
+    flushes = []
+    real_flush = type(catalog).flush
+    monkeypatch.setattr(type(catalog), "flush", lambda self: (flushes.append(1), real_flush(self))[1])
+    opts = ImportOptions(mode="bulk", bulk_dir=stage, quiet=True, state_dir=state_dir)
+
+    summary = import_h5(tmp_path / "a.h5", catalog, opts)
+    assert summary.imported == 1200 and catalog.count() == 1200
+    first_read = next(i for i, (s, _) in enumerate(seen) if s == "Persisted")
+    assert all(on_disk for s, on_disk in seen[:first_read + 1])  # never deleted before the server read them
+    assert seen[-1] == ("Completed", False)  # deleted before the job completed
+    assert flushes == []  # nothing went through the insert path
+
+    seen.clear()
+    summary = import_h5(tmp_path / "a.h5", catalog, opts)  # every name is stored: upserted, then flushed
+    assert summary.imported == 1200 and catalog.count() == 1200 and len(all_names(catalog)) == 1200
+    assert flushes == [1]
