@@ -6,9 +6,9 @@ Starts its own Milvus (temp dir, free port), writes a classic HDF5 file (1,000,0
   ceiling (insert)  a bare loop of 10,000-row MilvusClient.insert calls of the file's rows, data already
                     in memory
   ceiling (bulk)    a bare import job of the file's rows as .npy column files written beforehand
-                    (do_bulk_insert), measured before and after each bulk run (`--repeat`, default 3): the
-                    server's import speed drifts by +-15% here, so each run is set against its two
-                    neighbours, median reported
+                    (do_bulk_insert), measured before and after each bulk run (`--repeat`, default 9): the
+                    same job's import time varies by +-15% here, so each run is set against its two
+                    neighbours, median of the pairs reported
   naive loader      whole file in memory, one insert call per row: timed on a sample, extrapolated
   ours              `python -m loader import` as a subprocess in each mode, until the data is durable
                     (flushed; in bulk mode, import jobs completed: their segments are persisted); index
@@ -214,6 +214,9 @@ def bulk_pairs(uri: str, path: Path, rows: int, stage: Path, tmp: Path, repeat: 
         pairs.append((ours / ceiling, ours, ceiling, index_s, rss))
         print(f"ceiling bulk import: {ceilings[-1]:,.0f} rows/s; pair {i + 1}: {ours:,.0f} / {ceiling:,.0f} = "
               f"{ours / ceiling:.3f}", flush=True)
+    ratios = sorted(p[0] for p in pairs)
+    print(f"bulk pairs: {len(pairs)}, median {ratios[len(ratios) // 2]:.3f}, range {ratios[0]:.3f}-{ratios[-1]:.3f}",
+          flush=True)
     _, ours, ceiling, index_s, _ = sorted(pairs)[len(pairs) // 2]
     return ours, ceiling, index_s, max(p[4] for p in pairs)
 
@@ -224,11 +227,13 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--index", default=None, help="index type for our runs (default HNSW; quick: FLAT)")
     parser.add_argument("--repeat", type=int, default=None,
-                        help="bulk mode runs, each between two ceiling runs (default 3; quick: 1)")
+                        help="bulk mode runs, each between two ceiling runs (default 9; quick: 1)")
     args = parser.parse_args()
     rows = args.rows or (50_000 if args.quick else 1_000_000)
     index = args.index or ("FLAT" if args.quick else "HNSW")
-    args.repeat = args.repeat or (1 if args.quick else 3)
+    # One pair's ratio spreads over +-0.1 here (0.75-1.09 in one run of 15), wider than the loader's whole
+    # cost, so the median needs many pairs: 9 bring its spread to about +-0.04 (~10 min for 1M rows).
+    args.repeat = args.repeat or (1 if args.quick else 9)
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
         tmp = Path(tmp)
