@@ -48,6 +48,8 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
+import threading
 import time
 import uuid
 import warnings
@@ -361,6 +363,31 @@ class ObjectStore:
                 log.warning("could not delete %s from bucket %s: %s", key, self.target.bucket, exc)
 
 
+@contextlib.contextmanager
+def signals_held(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them.
+
+    Milvus 2.3's proxy dereferences a nil response when an import RPC fails inside the server, and a client
+    that cancels the call mid-flight makes it fail: the whole server crashes (milvus-io/milvus#35539, fixed
+    upstream in 2024; reproduced with 2.3.5 and a cancelled get_bulk_insert_state). So an interrupt that
+    lands during a poll waits the millisecond the call takes. Python runs signal handlers on the main thread
+    only, so elsewhere this holds nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, _frame: caught.append(signum)) for s in signums}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            if handler is not None:  # None: a handler set outside Python, which cannot be put back from here
+                signal.signal(s, handler)
+        for s in dict.fromkeys(caught):  # once each, in the order they came
+            signal.raise_signal(s)
+
+
 class ImportJobs:
     """Milvus import jobs of one collection through the 2.3 `do_bulk_insert` API."""
 
@@ -380,7 +407,7 @@ class ImportJobs:
     def _utility(self, fn: str, *args, **kwargs) -> Any:
         from pymilvus import utility
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), signals_held():
             warnings.simplefilter("ignore")
             try:  # a timeout on every call: without one, a dead server makes pymilvus wait indefinitely
                 return getattr(utility, fn)(*args, using=self.alias, timeout=self.catalog.timeout, **kwargs)

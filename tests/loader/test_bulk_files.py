@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -138,3 +139,30 @@ def test_object_keys_are_unique_per_import(tmp_path):
     b = root / "images-fedcba9876543210" / "rows-000000000000" / "vector.npy"
     assert object_key("bulk-import/", root, a) == "bulk-import/images-0123456789abcdef/rows-000000000000/vector.npy"
     assert object_key("", root, b) == "images-fedcba9876543210/rows-000000000000/vector.npy"
+
+
+def test_ctrl_c_during_an_import_rpc_waits_for_the_call(monkeypatch):
+    """Milvus 2.3 crashes when an import RPC is cancelled mid-flight (milvus-io/milvus#35539): an interrupt
+    arriving during the call is delivered once the call has returned, and the usual handler is back."""
+    import signal
+
+    from pymilvus import utility
+
+    from loader.bulk import ImportJobs
+
+    calls = []
+
+    def state(task, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the call is in flight
+        time.sleep(0.05)  # the handler would run here, between bytecodes, if it were not held
+        calls.append(task)
+        return "Completed"
+
+    monkeypatch.setattr(utility, "get_bulk_insert_state", state)
+    jobs = ImportJobs.__new__(ImportJobs)  # no server: only the call wrapper is under test
+    jobs.alias, jobs.catalog = "unused", type("C", (), {"timeout": 1.0})()
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        jobs._utility("get_bulk_insert_state", 7)
+    assert calls == [7]  # the call completed before the interrupt was raised
+    assert signal.getsignal(signal.SIGINT) is before
