@@ -65,53 +65,57 @@ def test_sigkill_loader_then_rerun(milvus_server, catalog, tmp_path, state_dir, 
     _assert_exact(catalog, names)
 
 
+@pytest.fixture
+def server(tmp_path):
+    """A Milvus of the test's own, for tests that kill it or may crash it (the session's stays up)."""
+    srv = MilvusServer(tmp_path / "milvus", port=free_port()).start()
+    yield srv
+    srv.stop(grace=10)
+
+
 def _import_rpc_panic(server: MilvusServer) -> bool:
-    """Whether Milvus died of its import-RPC panic (milvus-io/milvus#35539, fixed in 2.4.9): the proxy
-    crashes when a client goes away in the middle of do_bulk_insert / get_bulk_insert_state."""
+    """Whether Milvus died of its import-RPC panic (milvus-io/milvus#35539, fixed upstream in August 2024):
+    the proxy crashes when a client goes away in the middle of an import call (get_bulk_insert_state...)."""
     lines = (server.data_dir / "logs" / "milvus-stdout.log").read_text(errors="replace").splitlines()
     starts = [i for i, line in enumerate(lines) if line.startswith("panic: runtime error")]
     return bool(starts) and any("proxy.(*Proxy)." in x and "Import" in x for x in lines[starts[-1]:starts[-1] + 30])
 
 
 @pytest.mark.parametrize("files", ["kept", "lost"])
-def test_sigkill_loader_in_bulk_mode_then_rerun(tmp_path, state_dir, files):
+def test_sigkill_loader_in_bulk_mode_then_rerun(server, tmp_path, state_dir, files):
     """Jobs staged, submitted or done when the loader dies: none lost, none imported twice; staged files
     that are gone by the rerun (in memory before a reboot, or deleted) are written again.
 
     A server of its own: a SIGKILL that lands while one of the loader's job-status calls is in flight
     crashes Milvus 2.3 (see _import_rpc_panic); the test then restarts it, as compose's restart policy
     would, and the rows must still come out exact."""
-    server = MilvusServer(tmp_path / "milvus", port=free_port()).start()
-    try:
-        catalog = Catalog(server.uri, collection="killed")
-        _, names = write_classic(tmp_path / "a.h5", ROWS, dim=DIM)
-        args = ["import", str(tmp_path / "a.h5"), "--milvus-uri", server.uri, "--collection", "killed",
-                "--batch-size", str(BATCH), "--mode", "bulk", "--bulk-dir", str(tmp_path / "stage"),
-                "--bulk-rows", "3000", "-q"]
-        proc = _start(args, {"LOADER_STATE_DIR": str(state_dir)})
-        _wait_rows(state_dir, proc, ROWS // 2)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-        assert proc.returncode == -signal.SIGKILL
-        time.sleep(0.5)  # a panic takes the server down within milliseconds
-        if not server.running:
-            assert _import_rpc_panic(server), server._log_tail()
-            server.start()
-            catalog.reset()
-        if files == "lost":
-            (record,) = [json.loads(p.read_text()) for p in state_dir.glob("*.json")]
-            open_jobs = [j for j in record["jobs"] if j["status"] != "done"]
-            assert open_jobs, record  # the kill left a job to finish, whose files now go
-            shutil.rmtree(tmp_path / "stage")
-            args.remove("-q")  # the rerun's warnings are what says the files were written again
-        res = run_loader(*args, timeout=300)  # default --retry-seconds: rides out a restarted Milvus
-        assert res.returncode == 0, res.stderr
-        if files == "lost" and any(j["status"] == "staged" for j in open_jobs):
-            assert "are gone; writing them again" in res.stderr
-        _assert_exact(catalog, names)
-        catalog.close()
-    finally:
-        server.stop(grace=10)
+    catalog = Catalog(server.uri, collection="killed")
+    _, names = write_classic(tmp_path / "a.h5", ROWS, dim=DIM)
+    args = ["import", str(tmp_path / "a.h5"), "--milvus-uri", server.uri, "--collection", "killed",
+            "--batch-size", str(BATCH), "--mode", "bulk", "--bulk-dir", str(tmp_path / "stage"),
+            "--bulk-rows", "3000", "-q"]
+    proc = _start(args, {"LOADER_STATE_DIR": str(state_dir)})
+    _wait_rows(state_dir, proc, ROWS // 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    time.sleep(0.5)  # a panic takes the server down within milliseconds
+    if not server.running:
+        assert _import_rpc_panic(server), server._log_tail()
+        server.start()
+        catalog.reset()
+    if files == "lost":
+        (record,) = [json.loads(p.read_text()) for p in state_dir.glob("*.json")]
+        open_jobs = [j for j in record["jobs"] if j["status"] != "done"]
+        assert open_jobs, record  # the kill left a job to finish, whose files now go
+        shutil.rmtree(tmp_path / "stage")
+        args.remove("-q")  # the rerun's warnings are what says the files were written again
+    res = run_loader(*args, timeout=300)  # default --retry-seconds: rides out a restarted Milvus
+    assert res.returncode == 0, res.stderr
+    if files == "lost" and any(j["status"] == "staged" for j in open_jobs):
+        assert "are gone; writing them again" in res.stderr
+    _assert_exact(catalog, names)
+    catalog.close()
 
 
 def _wait_job(state_dir, proc: subprocess.Popen, later: bool, timeout: float = 120) -> None:
@@ -133,33 +137,29 @@ def _wait_job(state_dir, proc: subprocess.Popen, later: bool, timeout: float = 1
 # Bulk mode: Milvus 2.3 fails the jobs that were running when it restarts, and for one session TTL may send
 # a new job to the dead data node; the rerun resubmits failed jobs after LOADER_RESTART_GRACE (docs/LOADER.md).
 @pytest.mark.parametrize("mode, kill_at", [("insert", "mid"), ("bulk", "first job"), ("bulk", "later job")])
-def test_sigkill_milvus_then_rerun(tmp_path, state_dir, mode, kill_at):
-    server = MilvusServer(tmp_path / "milvus", port=free_port()).start()
-    try:
-        catalog = Catalog(server.uri, collection="killed")
-        _, names = write_classic(tmp_path / "a.h5", ROWS, dim=DIM)
-        args = ["import", str(tmp_path / "a.h5"), "--milvus-uri", server.uri, "--collection", "killed",
-                "--batch-size", str(BATCH), "-q"]
-        if mode == "bulk":
-            args += ["--mode", "bulk", "--bulk-dir", str(tmp_path / "stage"), "--bulk-rows", "3000"]
-        proc = _start([*args, "--retry-seconds", "1"], {"LOADER_STATE_DIR": str(state_dir)})
-        if mode == "bulk":
-            _wait_job(state_dir, proc, later=kill_at == "later job")
-        else:
-            _wait_rows(state_dir, proc, ROWS // 2)
-        server.kill()
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 1 and err.strip().startswith("Error: "), err
-        assert len(err.strip().splitlines()) == 1 and "the import is resumable" in err, err
-        server.start()
-        catalog.reset()
-        if mode == "bulk":
-            args.remove("-q")  # its warnings say what the rerun did
-        res = run_loader(*args, timeout=300)  # default --retry-seconds: rides out Milvus's recovery
-        assert res.returncode == 0, res.stderr
-        if mode == "bulk":  # the job killed mid-import was failed by the restart, then imported again
-            assert "Milvus restarted during import job" in res.stderr, res.stderr
-        _assert_exact(catalog, names)
-        catalog.close()
-    finally:
-        server.stop(grace=10)
+def test_sigkill_milvus_then_rerun(server, tmp_path, state_dir, mode, kill_at):
+    catalog = Catalog(server.uri, collection="killed")
+    _, names = write_classic(tmp_path / "a.h5", ROWS, dim=DIM)
+    args = ["import", str(tmp_path / "a.h5"), "--milvus-uri", server.uri, "--collection", "killed",
+            "--batch-size", str(BATCH), "-q"]
+    if mode == "bulk":
+        args += ["--mode", "bulk", "--bulk-dir", str(tmp_path / "stage"), "--bulk-rows", "3000"]
+    proc = _start([*args, "--retry-seconds", "1"], {"LOADER_STATE_DIR": str(state_dir)})
+    if mode == "bulk":
+        _wait_job(state_dir, proc, later=kill_at == "later job")
+    else:
+        _wait_rows(state_dir, proc, ROWS // 2)
+    server.kill()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and err.strip().startswith("Error: "), err
+    assert len(err.strip().splitlines()) == 1 and "the import is resumable" in err, err
+    server.start()
+    catalog.reset()
+    if mode == "bulk":
+        args.remove("-q")  # its warnings say what the rerun did
+    res = run_loader(*args, timeout=300)  # default --retry-seconds: rides out Milvus's recovery
+    assert res.returncode == 0, res.stderr
+    if mode == "bulk":  # the job killed mid-import was failed by the restart, then imported again
+        assert "Milvus restarted during import job" in res.stderr, res.stderr
+    _assert_exact(catalog, names)
+    catalog.close()
