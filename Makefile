@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 REQS   := $(wildcard requirements/*.txt)
 
-.PHONY: setup run test test-unit bench bench-quick tools clean-data
+.PHONY: setup run test test-unit bench bench-quick tools clean-data weights
 
 setup: $(STAMP)
 
@@ -18,6 +18,11 @@ $(STAMP): $(REQS) pyproject.toml
 
 run: setup
 	$(PY) -m localstack
+
+# The one step that downloads: ImageNet weights (VGG16, ResNet50, DenseNet121) into the Keras cache, checked
+# against Keras's hashes. Run it on a machine with internet; copy ~/.keras/models to offline machines.
+weights: setup
+	$(PY) -m extractor_service fetch-weights
 
 # Test tools from Debian: chromium (the web page test, via Playwright) and docker-compose (the compose
 # file check). Installed when missing and we may (root + apt); otherwise we say what to install.

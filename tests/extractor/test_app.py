@@ -122,7 +122,9 @@ class BrokenModel:
 def test_unexpected_failure_is_500_json_without_trace(small_config, varied):
     from extractor_service.extractor import Extractor
 
-    ex = Extractor(small_config, BrokenModel(), fingerprint="vgg16-test", weights_name="test")
+    from extractor_service.backbones.vgg16 import VGG16
+
+    ex = Extractor(small_config, BrokenModel(), backbone=VGG16, fingerprint="vgg16-test", weights_name="test")
     try:
         resp = _post(create_app(small_config, ex).test_client(), ("a.jpg", varied["baseline.jpg"]))
     finally:

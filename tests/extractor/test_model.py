@@ -7,13 +7,13 @@ import pytest
 
 from extractor_service.model import FeatureModel, l2_normalize
 from extractor_service.preprocessing import load_image
-from extractor_service.weights import resolve_weights
+from extractor_service.backbones.vgg16 import VGG16
 from tests.extractor.conftest import SMALL, ClassicPipeline
 
 
 @pytest.fixture(scope="module")
 def hed():
-    return resolve_weights("hed-vgg16")
+    return VGG16.resolve_weights("hed-vgg16")
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_no_retracing_across_batch_sizes(small_extractor, batch):
 
 
 def test_bf16_is_close_but_not_identical(hed, small_extractor, batch):
-    bf16 = FeatureModel(hed, SMALL, "bf16")
+    bf16 = FeatureModel(VGG16, hed, SMALL, "bf16")
     vectors = bf16(batch)
     assert vectors.dtype == np.float32
     cosine = (vectors * small_extractor.model(batch)).sum(axis=1)
@@ -69,9 +69,9 @@ def test_openvino_runtime_stays_within_1e4_of_tensorflow(hed, small_extractor, b
     pytest.importorskip("openvino", reason="optional CPU runtime: pip install openvino")
     from extractor_service.model import OpenVINOFeatureModel
 
-    ov_model = OpenVINOFeatureModel(hed, SMALL)
+    ov_model = OpenVINOFeatureModel(VGG16, hed, SMALL)
     vectors = ov_model(batch)
     assert vectors.shape == (6, 512)
     assert np.abs(vectors - small_extractor.model(batch)).max() <= 1e-4
     with pytest.raises(RuntimeError, match="fp32 only"):
-        OpenVINOFeatureModel(hed, SMALL, "bf16")
+        OpenVINOFeatureModel(VGG16, hed, SMALL, "bf16")

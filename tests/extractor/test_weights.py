@@ -1,4 +1,4 @@
-"""Weights resolution (imagenet / hed-vgg16 / path / auto), file layouts, digest and fingerprint."""
+"""VGG16 weights resolution (imagenet / hed-vgg16 / path / auto), file layouts, digest and fingerprint."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import h5py
 import numpy as np
 import pytest
 
-from extractor_service import weights as W
+from extractor_service.backbones import vgg16 as W
+from extractor_service.backbones.base import WeightsError
 from tests.extractor.conftest import hed_arrays_independently
 
 
 @pytest.fixture(scope="module")
 def hed():
-    return W.resolve_weights("hed-vgg16")
+    return W.VGG16.resolve_weights("hed-vgg16")
 
 
 def test_hed_backbone_maps_onto_vgg16_layers(hed):
@@ -36,11 +37,11 @@ def test_digest_is_stable_and_content_sensitive(hed):
 
 
 def test_fingerprint_changes_with_everything_that_changes_vectors(hed):
-    base = W.fingerprint(hed.digest, 224, "fp32")
-    assert base == W.fingerprint(hed.digest, 224, "fp32")
+    base = W.VGG16.fingerprint(hed.digest, 224, "fp32")
+    assert base == W.VGG16.fingerprint(hed.digest, 224, "fp32")
     assert base.startswith("vgg16-") and len(base) < 32
-    others = {W.fingerprint(hed.digest, 64, "fp32"), W.fingerprint(hed.digest, 224, "bf16"),
-              W.fingerprint(hed.digest, 224, "fp16"), W.fingerprint("0" * 64, 224, "fp32")}
+    others = {W.VGG16.fingerprint(hed.digest, 64, "fp32"), W.VGG16.fingerprint(hed.digest, 224, "bf16"),
+              W.VGG16.fingerprint(hed.digest, 224, "fp16"), W.VGG16.fingerprint("0" * 64, 224, "fp32")}
     assert base not in others and len(others) == 4
 
 
@@ -63,29 +64,29 @@ def _write_keras_files(tmp_path, arrays):
 def test_weights_file_paths_in_keras_layouts_give_the_same_digest(tmp_path, hed):
     keras3, legacy = _write_keras_files(tmp_path, hed.arrays)
     for path, layout in ((keras3, "keras3"), (legacy, "keras-legacy")):
-        resolved = W.resolve_weights(str(path))
+        resolved = W.VGG16.resolve_weights(str(path))
         assert (resolved.name, resolved.layout) == ("path", layout)
         assert resolved.digest == hed.digest  # same numbers, same fingerprint, whatever the file layout
 
 
 def test_missing_path_is_a_clear_error(tmp_path):
-    with pytest.raises(W.WeightsError, match="not imagenet, hed-vgg16, auto, or an existing file"):
-        W.resolve_weights(str(tmp_path / "nope.h5"))
+    with pytest.raises(WeightsError, match="not imagenet, hed-vgg16, auto, or an existing file"):
+        W.VGG16.resolve_weights(str(tmp_path / "nope.h5"))
 
 
 def test_not_hdf5_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"not hdf5")
-    with pytest.raises(W.WeightsError, match="not a VGG16 weights file"):
-        W.resolve_weights(str(bad))
+    with pytest.raises(WeightsError, match="not a VGG16 weights file"):
+        W.VGG16.resolve_weights(str(bad))
 
 
 def test_other_model_is_a_clear_error(tmp_path):
     other = tmp_path / "other.h5"
     with h5py.File(other, "w") as f:
         f.create_dataset("dense/kernel", data=np.zeros((3, 3)))
-    with pytest.raises(W.WeightsError, match="unrecognised layout"):
-        W.resolve_weights(str(other))
+    with pytest.raises(WeightsError, match="unrecognised layout"):
+        W.VGG16.resolve_weights(str(other))
 
 
 def test_wrong_shapes_are_a_clear_error(tmp_path, hed):
@@ -96,14 +97,14 @@ def test_wrong_shapes_are_a_clear_error(tmp_path, hed):
             idx = int(k[4:]) - 1
             g = f.create_group(f"{b}/layers/conv2d{'' if idx == 0 else f'_{idx}'}/vars")
             g["0"], g["1"] = (kernel[:, :, :, :8], bias[:8]) if layer == "block2_conv1" else (kernel, bias)
-    with pytest.raises(W.WeightsError, match=r"block2_conv1 has kernel \(3, 3, 64, 8\)"):
-        W.resolve_weights(str(path))
+    with pytest.raises(WeightsError, match=r"block2_conv1 has kernel \(3, 3, 64, 8\)"):
+        W.VGG16.resolve_weights(str(path))
 
 
 def test_imagenet_missing_explains_offline_install(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    with pytest.raises(W.WeightsError) as info:
-        W.resolve_weights("imagenet")
+    with pytest.raises(WeightsError) as info:
+        W.VGG16.resolve_weights("imagenet")
     msg = str(info.value)
     assert W.IMAGENET_NOTOP_FILE in msg and str(tmp_path / "models") in msg and "hed-vgg16" in msg
 
@@ -111,7 +112,7 @@ def test_imagenet_missing_explains_offline_install(tmp_path, monkeypatch):
 def test_auto_falls_back_to_hed_when_imagenet_is_not_cached(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with caplog.at_level("WARNING"):
-        assert W.resolve_weights("auto").name == "hed-vgg16"
+        assert W.VGG16.resolve_weights("auto").name == "hed-vgg16"
     assert "using hed-vgg16" in caplog.text
 
 
@@ -119,6 +120,6 @@ def test_auto_picks_cached_imagenet_and_checks_its_hash(tmp_path, monkeypatch, c
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / W.IMAGENET_NOTOP_FILE).write_bytes(b"a damaged download")
-    with caplog.at_level("WARNING"), pytest.raises(W.WeightsError, match="does not match Keras's md5"):
-        W.resolve_weights("auto")
+    with caplog.at_level("WARNING"), pytest.raises(WeightsError, match="does not match Keras's md5"):
+        W.VGG16.resolve_weights("auto")
     assert "using imagenet" in caplog.text

