@@ -1,4 +1,5 @@
-"""VGG16 image feature extractor served over HTTP; vectors identical to the classic Keras pipeline.
+"""Image feature extractor served over HTTP: VGG16 (vectors identical to the classic Keras pipeline),
+ResNet50, DenseNet121 or EfficientNet-Lite0 (`backbones/`).
 
 Public pieces: `create_app` (Flask app factory), `load_extractor`, `ExtractorConfig`, `load_image`.
 """

@@ -2,7 +2,8 @@
 
 Environment: MILVUS_PORT (19530), EXTRACTOR_PORT (8001), SEARCH_PORT (5000), DATA_DIR (./data),
 IMAGES (a folder of your own pictures to index instead of the samples), plus the services' own variables
-(COLLECTION, EXTRACTOR_WEIGHTS, ...), passed through.
+(COLLECTION, EXTRACTOR_MODEL, EXTRACTOR_WEIGHTS, ...), passed through. With neither set, the extractor
+serves VGG16 when its ImageNet weights are cached, else EfficientNet-Lite0 (ImageNet weights, offline).
 """
 
 from __future__ import annotations
@@ -78,6 +79,33 @@ def catalogue_size(milvus_uri: str, collection: str) -> int:
         cat.close()
 
 
+def check_same_model(milvus_uri: str, collection: str, extractor_url: str) -> None:
+    """Stop with what to do when the collection was built by another model than the extractor serves.
+
+    Happens after an upgrade that changed the default backbone, or with another EXTRACTOR_MODEL: every
+    search would answer 409, so say it once, clearly, at start-up. Nothing is deleted.
+    """
+    from catalog import Catalog
+
+    info = requests.get(f"{extractor_url}/v1/info", timeout=10).json()
+    cat = Catalog(milvus_uri, collection=collection, timeout=120)
+    try:
+        have, dim = cat.fingerprint(), cat.dim()
+    finally:
+        cat.close()
+    if have and have != info["fingerprint"]:
+        model = have.rsplit("-", 1)[0]
+        hed = model == "vgg16" and info["model"] != "vgg16"  # the old offline default
+        keep = f"EXTRACTOR_MODEL={model}" + (" EXTRACTOR_WEIGHTS=hed-vgg16" if hed else "")
+        raise SystemExit(
+            f"collection {collection!r} holds {dim}-d vectors of {have}, but the extractor now serves "
+            f"{info['model']} ({info['weights']} weights, {info['fingerprint']}; {info.get('why', '')}).\n"
+            f"  Keep serving that catalogue: {keep} make run\n"
+            f"  Or index the samples anew for {info['model']} in a collection of its own: "
+            f"COLLECTION={collection}_{info['model'].replace('-', '_')} make run"
+        )
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     data = Path(os.environ.get("DATA_DIR", "data")).resolve()
@@ -138,6 +166,7 @@ def main() -> int:
             if loader.returncode != 0:
                 raise SystemExit(f"indexing the sample catalogue failed (exit {loader.returncode})")
         else:
+            check_same_model(milvus.uri, collection, env["EXTRACTOR_URL"])
             log.info("collection %r has %d images: not re-indexing", collection, count)
 
         print(f"\n  Search by image:  http://127.0.0.1:{search_port}/\n  Ctrl-C stops everything.\n", flush=True)

@@ -1,5 +1,7 @@
-"""`make run`'s orchestrator (`python -m localstack`) on free ports: serves the page, indexes the sample
-photos once, stops on Ctrl-C within 30 s, and comes back on the same data without re-indexing."""
+"""`make run`'s orchestrator (`python -m localstack`) on free ports, with the default model (no ImageNet VGG16
+cached, so EfficientNet-Lite0): serves the page, indexes the sample photos once with meaningful neighbours,
+stops on Ctrl-C within 30 s, comes back on the same data without re-indexing, and refuses clearly to serve
+that catalogue with another model."""
 
 from __future__ import annotations
 
@@ -56,8 +58,9 @@ def _ctrl_c(proc: subprocess.Popen) -> float:
 
 def test_make_run_serves_indexes_once_and_stops(tmp_path):
     ports = {"MILVUS_PORT": free_port(), "EXTRACTOR_PORT": free_port(), "SEARCH_PORT": free_port()}
-    env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "DATA_DIR": str(tmp_path / "data"),
-           "EXTRACTOR_WEIGHTS": "hed-vgg16"}
+    env = {k: v for k, v in os.environ.items() if k not in ("EXTRACTOR_MODEL", "EXTRACTOR_WEIGHTS", "COLLECTION")}
+    # An empty Keras cache: what a fresh offline machine has, whatever this one holds.
+    env.update({k: str(v) for k, v in ports.items()}, DATA_DIR=str(tmp_path / "data"), KERAS_HOME=str(tmp_path / "keras"))
     base = f"http://127.0.0.1:{ports['SEARCH_PORT']}"
 
     log1 = tmp_path / "run1.log"
@@ -73,8 +76,16 @@ def test_make_run_serves_indexes_once_and_stops(tmp_path):
             body = requests.post(base + "/v1/search", files={"image": fh}, timeout=60).json()
         assert body["results"][0]["name"] == images[0].name
         assert body["results"][0]["score"] >= 0.99
-        count = requests.get(base + "/v1/stats", timeout=10).json()["count"]
+        stats = requests.get(base + "/v1/stats", timeout=10).json()
+        count = stats["count"]
         assert count == len(images)
+        assert stats["fingerprint"].startswith("efficientnet-lite0-") and stats["dim"] == 1280
+        # Neighbours a person would call similar: the other photo of the same motorcycle comes next, far
+        # above unrelated photos (offline hed-vgg16 scored every sample photo 0.85-1.0).
+        with open(tmp_path / "data" / "images" / "motorcycle_left.png", "rb") as fh:
+            hits = requests.post(base + "/v1/search", files={"image": fh}, data={"top_k": 20}, timeout=60).json()["results"]
+        assert [h["name"] for h in hits[:2]] == ["motorcycle_left.png", "motorcycle_right.png"]
+        assert hits[1]["score"] >= 0.9 and hits[2]["score"] <= 0.6
     finally:
         took = _ctrl_c(proc)
     # Reported, not asserted (no timing thresholds in tests); _ctrl_c fails on a hang.
@@ -85,6 +96,24 @@ def test_make_run_serves_indexes_once_and_stops(tmp_path):
     try:
         out = _wait_for_line(proc, log2, f"{base}/")
         assert "not re-indexing" in out and "is empty" not in out
+        assert requests.get(base + "/v1/stats", timeout=10).json()["count"] == count
+    finally:
+        _ctrl_c(proc)
+
+    # Another model over the same data: a clear stop that says both ways out, and nothing is deleted.
+    log3 = tmp_path / "run3.log"
+    proc = _start({**env, "EXTRACTOR_MODEL": "vgg16", "EXTRACTOR_WEIGHTS": "hed-vgg16"}, log3)
+    try:
+        assert proc.wait(timeout=400) != 0
+    finally:
+        if proc.poll() is None:
+            _ctrl_c(proc)
+    out = log3.read_text(errors="replace")
+    assert "holds 1280-d vectors of efficientnet-lite0-" in out and "now serves vgg16" in out
+    assert "EXTRACTOR_MODEL=efficientnet-lite0 make run" in out and "COLLECTION=images_vgg16 make run" in out
+    proc = _start(env, tmp_path / "run4.log")
+    try:
+        _wait_for_line(proc, tmp_path / "run4.log", f"{base}/")
         assert requests.get(base + "/v1/stats", timeout=10).json()["count"] == count
     finally:
         _ctrl_c(proc)
