@@ -12,10 +12,11 @@ def _json(schema: dict, description: str) -> dict:
 OPENAPI: dict = {
     "openapi": "3.1.0",
     "info": {
-        "title": "VGG16 feature extractor",
+        "title": "Image feature extractor",
         "version": "1",
-        "description": "Images in, 512-d L2-normalised VGG16 vectors out (global max pooling of the last "
-        "conv block), equal to the classic Keras pipeline's within 1e-4.",
+        "description": "Images in, L2-normalised vectors of the served backbone out (EXTRACTOR_MODEL: vgg16 "
+        "512-d, equal to the classic Keras pipeline's within 1e-4; resnet50 2048-d; densenet121 1024-d; "
+        "efficientnet-lite0 1280-d). /v1/info says which.",
     },
     "paths": {
         "/healthz": {"get": {"summary": "the process is alive",
@@ -69,6 +70,8 @@ OPENAPI: dict = {
                     "input_size": {"type": "integer"}, "pooling": {"type": "string"},
                     "normalized": {"type": "boolean"}, "precision": {"type": "string"},
                     "device": {"type": "string"}, "fingerprint": {"type": "string"},
+                    "preprocessing": {"type": "string"},
+                    "why": {"type": "string", "description": "how EXTRACTOR_MODEL chose the backbone"},
                 },
                 "required": ["model", "weights", "dim", "input_size", "pooling", "normalized", "fingerprint"],
             },
