@@ -101,13 +101,16 @@ def test_the_catalog_client_understands_the_service(extractor_service, varied):
     client.close()
 
 
-@pytest.mark.parametrize("weights, message", [
-    ("/nonexistent/vgg.h5", "not imagenet, hed-vgg16, auto, or an existing file"),
-    (__file__, "not a VGG16 weights file"),
+@pytest.mark.parametrize("model, weights, message", [
+    ("auto", "/nonexistent/vgg.h5", "not imagenet, hed-vgg16, auto, or an existing file"),
+    ("vgg16", __file__, "not a VGG16 weights file"),
+    ("mobilenet", "auto", "EXTRACTOR_MODEL must be one of auto, vgg16, resnet50, densenet121, efficientnet-lite0"),
+    ("resnet50", "auto", "make weights"),
+    ("efficientnet-lite0", __file__, "not usable EfficientNet-Lite0 weights"),
 ])
-def test_wrong_weights_stop_the_service_at_start_up(weights, message):
+def test_wrong_model_or_weights_stop_the_service_at_start_up(tmp_path, model, weights, message):
+    env = {**os.environ, "EXTRACTOR_MODEL": model, "EXTRACTOR_WEIGHTS": weights, "KERAS_HOME": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "extractor_service", "--port", "1"], cwd=REPO,
-                          env={**os.environ, "EXTRACTOR_WEIGHTS": weights}, capture_output=True, text=True,
-                          timeout=60)
+                          env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
