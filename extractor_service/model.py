@@ -4,12 +4,17 @@ One compiled function with a fixed input signature (any batch of size x size x 3
 at warm-up and reused for every batch, so requests never retrace. It runs on the Keras backend in use:
 TensorFlow (the default; `tf.function`, XLA on GPUs) or JAX (`KERAS_BACKEND=jax`, `jax.jit` of the
 model's stateless call), for GPU machines that have JAX but no TensorFlow GPU build. GPUs are used when
-present (TensorFlow with memory growth); bf16/fp16 use Keras mixed precision (their own fingerprint).
+present (TensorFlow with memory growth; JAX without preallocating most of the GPU); bf16/fp16 use Keras
+mixed precision (their own fingerprint). On JAX, fp32 compiles with matmul precision `highest` (true float32
+convolutions, not TF32), so its vectors stay within 1e-4 of the CPU's under the same fingerprint; the JAX
+path also takes batches that are already on the device (`jax.Array`, e.g. images decoded on the GPU).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 
 import numpy as np
@@ -25,6 +30,10 @@ def configure_devices() -> list[str]:
     import keras
 
     if keras.backend.backend() == "jax":
+        # JAX would otherwise reserve 75% of each GPU's memory when it first touches it (only then is this
+        # variable read): like memory growth under TensorFlow, so another process (a benchmark's service, a
+        # second replica) can share the GPU. XLA_PYTHON_CLIENT_PREALLOCATE=true keeps JAX's default.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         import jax
 
         return [str(d) for d in jax.devices() if d.platform == "gpu"]
@@ -51,6 +60,23 @@ def build_model(backbone: Backbone, weights: Weights, input_size: int, precision
         keras.config.set_dtype_policy(previous)
 
 
+JAX_MATMUL_PRECISION_ENV = "EXTRACTOR_JAX_MATMUL_PRECISION"
+
+
+def jax_matmul_precision(precision: str) -> str | None:
+    """The matmul/convolution precision the JAX path compiles with: `highest` for fp32, JAX's default otherwise.
+
+    JAX's default lets XLA run float32 convolutions on GPUs in TF32 (a 10-bit mantissa), which moves vectors
+    by more than the 1e-4 that the fp32 fingerprint promises on every device; `highest` keeps them float32.
+    `EXTRACTOR_JAX_MATMUL_PRECISION` overrides it (`default`: JAX's own choice; or `high`, `highest`,
+    `tensorfloat32`, ...), e.g. to measure what TF32 would gain. bf16/fp16 compute in their own dtype anyway.
+    """
+    value = os.environ.get(JAX_MATMUL_PRECISION_ENV, "").strip().lower()
+    if value:
+        return None if value == "default" else value
+    return "highest" if precision == "fp32" else None
+
+
 def l2_normalize(features: np.ndarray) -> np.ndarray:
     """Row-wise `feat / np.linalg.norm(feat)` in float32, as the classic code; zero rows stay zero."""
     features = np.asarray(features, dtype=np.float32)
@@ -74,8 +100,13 @@ class FeatureModel:
         self.model = build_model(backbone, weights, input_size, precision)
         if jit_compile is None:
             jit_compile = bool(self.gpus)  # XLA pays off on GPUs; on CPU oneDNN is as fast without it
+        self._device_array = None  # the JAX array type: batches of it stay on the device
         if self.backend == "jax":
-            self._infer = _jax_function(self.model)
+            import jax
+
+            self.matmul_precision = jax_matmul_precision(precision)
+            self._infer = _jax_function(self.model, self.matmul_precision)
+            self._device_array = jax.Array
             jit_compile = True  # jax.jit compiles one program per input shape, like XLA under TensorFlow
         else:
             self._infer = _tf_function(self.model, input_size, jit_compile)
@@ -86,12 +117,24 @@ class FeatureModel:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch; returns unit-length float32 vectors, one row per input row."""
+        if self._device_array is not None and isinstance(batch, self._device_array):
+            return self._call_on_device(batch)
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         n = len(batch)
         if self.pad_batches and n & (n - 1):
             padded = np.zeros((1 << n.bit_length(),) + batch.shape[1:], np.float32)
             padded[:n] = batch
             batch = padded
+        return l2_normalize(np.asarray(self._infer(batch))[:n])
+
+    def _call_on_device(self, batch) -> np.ndarray:
+        """JAX: a batch already on the device (e.g. decoded there) is padded there; only vectors come back."""
+        import jax.numpy as jnp
+
+        batch = batch.astype(jnp.float32)
+        n = batch.shape[0]
+        if self.pad_batches and n & (n - 1):
+            batch = jnp.pad(batch, ((0, (1 << n.bit_length()) - n), (0, 0), (0, 0), (0, 0)))
         return l2_normalize(np.asarray(self._infer(batch))[:n])
 
     def warm_up(self, max_batch_size: int = 1) -> float:
@@ -119,7 +162,7 @@ def _tf_function(model, input_size: int, jit_compile: bool):
     return infer
 
 
-def _jax_function(model):
+def _jax_function(model, matmul_precision: str | None = None):
     import jax
     import jax.numpy as jnp
 
@@ -131,7 +174,14 @@ def _jax_function(model):
         outputs, _ = model.stateless_call(trainable, non_trainable, images, training=False)
         return outputs.astype(jnp.float32)
 
-    return lambda images: infer(trainable, non_trainable, images)
+    def call(images):
+        # The precision is read when a shape is traced and is part of jit's cache key. The setting is
+        # thread-local, so every call sets it: warm-up threads and the batcher run the same programs.
+        scope = jax.default_matmul_precision(matmul_precision) if matmul_precision else contextlib.nullcontext()
+        with scope:
+            return infer(trainable, non_trainable, images)
+
+    return call
 
 
 class OpenVINOFeatureModel:
