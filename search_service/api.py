@@ -171,6 +171,8 @@ def stats():
         "exists": info.exists,
         "count": svc.catalog.count() if info.exists else 0,
         "fingerprint": info.fingerprint,
+        # The backbone that built the collection: fingerprints are "<model>-<hash>".
+        "model": info.fingerprint.rsplit("-", 1)[0] if info.fingerprint else None,
         "dim": info.dim,
     }
     if info.index is not None:

@@ -141,7 +141,8 @@
   fetch("/v1/stats").then(async (resp) => {
     const body = await resp.json().catch(() => null);
     if (resp.ok && body) {
-      stats.textContent = body.count + (body.count === 1 ? " picture" : " pictures") + " in the catalogue";
+      stats.textContent = body.count + (body.count === 1 ? " picture" : " pictures") + " in the catalogue" +
+        (body.model ? " \u00b7 features: " + body.model : "");
     }
     if (generation) return; // a search has started: its own message wins
     if (!resp.ok) { showMessage(describeError(resp.status, body), "error"); return; }

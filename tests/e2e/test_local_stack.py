@@ -80,6 +80,7 @@ def test_make_run_serves_indexes_once_and_stops(tmp_path):
         count = stats["count"]
         assert count == len(images)
         assert stats["fingerprint"].startswith("efficientnet-lite0-") and stats["dim"] == 1280
+        assert stats["model"] == "efficientnet-lite0"
         # Neighbours a person would call similar: the other photo of the same motorcycle comes next, far
         # above unrelated photos (offline hed-vgg16 scored every sample photo 0.85-1.0).
         with open(tmp_path / "data" / "images" / "motorcycle_left.png", "rb") as fh:
