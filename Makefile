@@ -17,7 +17,7 @@ $(STAMP): $(REQS) pyproject.toml
 	@touch $(STAMP)
 
 run: setup
-	$(PY) -m localstack
+	$(PY) -m devstack
 
 # The one step that downloads: ImageNet weights (VGG16, ResNet50, DenseNet121) into the Keras cache, checked
 # against Keras's hashes. Run it on a machine with internet; copy ~/.keras/models to offline machines.

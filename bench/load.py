@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from catalog import Catalog  # noqa: E402
 from loader.bulk import staging_root  # noqa: E402
-from localstack.milvus_server import MilvusServer, free_port  # noqa: E402
+from devstack.milvus_server import MilvusServer, free_port  # noqa: E402
 
 DIM = 512
 

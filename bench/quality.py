@@ -19,7 +19,7 @@ served vectors, L2-normalised); similarity is the cosine (dot product of unit ve
    each of the 10 classes (2,000; `--quick`: 20 per class), each 28x28 grey image upscaled (bilinear) to
    the input size, made RGB and encoded as PNG. Every image queries the other 1,999 (itself excluded);
    precision@10 = share of its 10 nearest with the same class, averaged over all queries.
-2. Near-duplicates, recall@1 and MRR. Catalogue: the 20 sample photos (`localstack.sample_images`),
+2. Near-duplicates, recall@1 and MRR. Catalogue: the 20 sample photos (`devstack.sample_images`),
    plus distractors: the other decodable scikit-image data images of at least 64 px (chessboards, clock,
    microaneurysms, phantom, text: 6), 100 LFW-subset patches from scikit-image (25x25 grey faces and
    non-faces, upscaled like Fashion-MNIST) and 300 of the Fashion-MNIST images above (30 per class, their
@@ -70,7 +70,7 @@ from _common import value  # noqa: E402
 
 from extractor_service.backbones import BACKBONES, Backbone, Weights, WeightsError  # noqa: E402
 from extractor_service.preprocessing import ImageError, decode_image, load_image  # noqa: E402
-from localstack.sample_images import SKIMAGE_PHOTOS, skimage_photos  # noqa: E402
+from devstack.sample_images import SKIMAGE_PHOTOS, skimage_photos  # noqa: E402
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_IMAGES, FMNIST_LABELS = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"

@@ -2,7 +2,7 @@
 
 Classic approach (the baseline): the whole HDF5 (`dataset_1` vectors, `dataset_2` names) read into memory,
 then per query `np.dot` over every vector and `argsort`. Ours: the same vectors in the local real Milvus
-(`localstack.milvus_server`, a temporary data dir, a free port), inserted in batches of 10,000 rows,
+(`devstack.milvus_server`, a temporary data dir, a free port), inserted in batches of 10,000 rows,
 flushed, indexed with `catalog.DEFAULT_INDEX` and searched through `catalog.Catalog.search` with the
 shipped default search parameters. Both run in the same process, on the same vectors and queries.
 
@@ -60,7 +60,7 @@ sys.path.insert(0, str(REPO))
 
 from catalog import DEFAULT_INDEX, Catalog  # noqa: E402
 from catalog import schema as S  # noqa: E402
-from localstack.milvus_server import MilvusServer, free_port  # noqa: E402
+from devstack.milvus_server import MilvusServer, free_port  # noqa: E402
 
 DIM = 512
 TOP_K = 10

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from localstack.milvus_server import MilvusServer, free_port
+from devstack.milvus_server import MilvusServer, free_port
 from tests.procs import ServiceProcess
 
 SAMPLE_SIZE = 96  # small images keep tests fast; the behaviour is the same at any size

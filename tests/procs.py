@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from localstack.milvus_server import free_port
+from devstack.milvus_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

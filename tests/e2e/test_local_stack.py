@@ -1,4 +1,4 @@
-"""`make run`'s orchestrator (`python -m localstack`) on free ports, with the default model (no ImageNet VGG16
+"""`make run`'s orchestrator (`python -m devstack`) on free ports, with the default model (no ImageNet VGG16
 cached, so EfficientNet-Lite0): serves the page, indexes the sample photos once with meaningful neighbours,
 stops on Ctrl-C within 30 s, comes back on the same data without re-indexing, and refuses clearly to serve
 that catalogue with another model."""
@@ -16,7 +16,7 @@ import psutil
 import pytest
 import requests
 
-from localstack.milvus_server import free_port
+from devstack.milvus_server import free_port
 from tests.procs import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def _start(env: dict, log_path) -> subprocess.Popen:
     log = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, "-m", "localstack"], cwd=REPO, env=env, stdout=log,
+    return subprocess.Popen([sys.executable, "-m", "devstack"], cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
 
 
@@ -34,7 +34,7 @@ def _wait_for_line(proc: subprocess.Popen, log_path, text: str, timeout: float =
         out = log_path.read_text(errors="replace")
         if text in out:
             return out
-        assert proc.poll() is None, f"localstack exited early:\n{out[-3000:]}"
+        assert proc.poll() is None, f"devstack exited early:\n{out[-3000:]}"
         time.sleep(0.5)
     raise AssertionError(f"no {text!r} in {timeout}s:\n{log_path.read_text(errors='replace')[-3000:]}")
 

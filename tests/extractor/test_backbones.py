@@ -65,7 +65,7 @@ def test_lite0_decoding_is_pil_bilinear_like_the_reference(reference):
 
     from PIL import Image
 
-    from localstack.sample_images import skimage_photos
+    from devstack.sample_images import skimage_photos
 
     photo = next(p for p in skimage_photos() if p.name == reference["names"][4])
     img = Image.open(photo).convert("RGB")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from catalog import Catalog
-from localstack.milvus_server import MilvusServer, free_port, port_open
+from devstack.milvus_server import MilvusServer, free_port, port_open
 from tests.loader.conftest import run_loader, write_classic
 from tests.loader.test_kill_resume import _assert_exact, _start, _wait_rows
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from catalog import Catalog
-from localstack.milvus_server import MilvusServer, free_port
+from devstack.milvus_server import MilvusServer, free_port
 from tests.loader.conftest import REPO, all_names, run_loader, write_classic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

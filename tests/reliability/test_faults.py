@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from catalog import Catalog
-from localstack.milvus_server import MilvusServer, free_port
+from devstack.milvus_server import MilvusServer, free_port
 from tests.procs import REPO, ServiceProcess
 from tests.reliability.conftest import add_photos, photo_files
 from tests.reliability.helpers import CLIENT_TIMEOUT, Load, Outcome, wait_for

@@ -1,6 +1,6 @@
 """Render milvus.yaml for the offline Milvus stand-in (see Dockerfile): `python render_config.py HOME`.
 
-Starts from the `milvus` PyPI package's template (as localstack/milvus_server.py does) and switches it from
+Starts from the `milvus` PyPI package's template (as devstack/milvus_server.py does) and switches it from
 embedded etcd + local storage to the upstream image's setup: external etcd, S3-compatible object storage,
 data under /var/lib/milvus, logs to stdout. Env vars (ETCD_ENDPOINTS, MINIO_ADDRESS, ...) override these.
 """

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import requests
 
-from localstack.milvus_server import MilvusServer, port_open
-from localstack import sample_images
+from devstack.milvus_server import MilvusServer, port_open
+from devstack import sample_images
 
-log = logging.getLogger("localstack")
+log = logging.getLogger("devstack")
 STOP_GRACE_S = 8  # per service; the whole stack stops well within 30 s
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import psutil
 import pytest
 
-from localstack import milvus_server as ms
-from localstack.milvus_server import MilvusServer, ephemeral_ports, free_port
-from localstack.netns import netns_id
+from devstack import milvus_server as ms
+from devstack.milvus_server import MilvusServer, ephemeral_ports, free_port
+from devstack.netns import netns_id
 
 pytestmark = [
     pytest.mark.integration,

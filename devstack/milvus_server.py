@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from localstack.netns import (
+from devstack.netns import (
     ISOLATE_ENV,
     LD_PATH_ENV,
     NETNS_LAUNCHER,
@@ -411,7 +411,7 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m localstack.milvus_server --data DIR --port N`: run Milvus in the foreground."""
+    """`python -m devstack.milvus_server --data DIR --port N`: run Milvus in the foreground."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/milvus", help="data directory (default: data/milvus)")
     parser.add_argument("--port", type=int, default=19530)

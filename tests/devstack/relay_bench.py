@@ -1,6 +1,6 @@
 """Throughput of Milvus inserts with and without network isolation (the 127.0.0.1 relay in the path).
 
-`.venv/bin/python -m tests.localstack.relay_bench [--rows 10000] [--dim 512] [--batch 500] [--repeat 3]`
+`.venv/bin/python -m tests.devstack.relay_bench [--rows 10000] [--dim 512] [--batch 500] [--repeat 3]`
 prints rows/s and MB/s of vector payload for each mode, plus the raw relay throughput on a byte sink.
 Not a test: numbers depend on the machine; run it when changing the relay.
 """
@@ -16,9 +16,9 @@ import time
 
 import numpy as np
 
-from localstack import milvus_server as ms
-from localstack.milvus_server import MilvusServer, free_port
-from localstack.netns import LoopbackRelay
+from devstack import milvus_server as ms
+from devstack.milvus_server import MilvusServer, free_port
+from devstack.netns import LoopbackRelay
 
 
 def insert_loop(uri: str, rows: int, dim: int, batch: int) -> float:
