@@ -1,22 +1,12 @@
-"""Shared by the loader and the search service: the Milvus catalogue and the extractor client.
+"""The Milvus catalogue, shared by the loader and the search service: the only package that talks to Milvus.
 
 - `catalog.schema`: collection schema, index and search parameters (the one place they live).
 - `catalog.store`: `Catalog`, a thin `MilvusClient` wrapper with the few calls we make.
-- `catalog.extractor_client`: `ExtractorClient`, HTTP to one or more extractor replicas.
+- `catalog.errors`: what a Milvus call can end in.
 """
 
-from catalog.errors import CatalogError, FingerprintMismatch, ExtractorUnavailable, ExtractorRejected
+from catalog.errors import CatalogError, FingerprintMismatch
 from catalog.schema import IndexSpec, DEFAULT_INDEX
 from catalog.store import Catalog
-from catalog.extractor_client import ExtractorClient
 
-__all__ = [
-    "Catalog",
-    "CatalogError",
-    "FingerprintMismatch",
-    "ExtractorClient",
-    "ExtractorUnavailable",
-    "ExtractorRejected",
-    "IndexSpec",
-    "DEFAULT_INDEX",
-]
+__all__ = ["Catalog", "CatalogError", "FingerprintMismatch", "IndexSpec", "DEFAULT_INDEX"]

@@ -19,17 +19,3 @@ class FingerprintMismatch(CatalogError):
             "Re-extract the catalogue with this model into a new collection, or point at the extractor "
             "that built it (use --force only if you know the vectors are compatible)."
         )
-
-
-class ExtractorUnavailable(Exception):
-    """The extractor could not be reached, timed out, or is not ready (HTTP 503)."""
-
-
-class ExtractorRejected(Exception):
-    """The extractor refused the input (HTTP 4xx); carries its status, code and message."""
-
-    def __init__(self, status: int, code: str, message: str):
-        self.status = status
-        self.code = code
-        self.message = message
-        super().__init__(f"{code}: {message}")

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import click
 
-from catalog import Catalog, CatalogError, ExtractorRejected, ExtractorUnavailable
+from catalog import Catalog, CatalogError
+from extractor_client import ExtractorRejected, ExtractorUnavailable
 from catalog.schema import INDEX_TYPES, IndexSpec
 from loader.bulk import FORMATS, S3Target
 from loader.hdf5 import LayoutError

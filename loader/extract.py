@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catalog import ExtractorClient, ExtractorRejected
+from extractor_client import ExtractorClient, ExtractorRejected
 from loader import hdf5
 from loader.progress import Progress, Summary
 from loader.state import default_state_dir

@@ -6,7 +6,8 @@ import logging
 
 from flask import Flask
 
-from catalog import Catalog, ExtractorClient
+from catalog import Catalog
+from extractor_client import ExtractorClient
 from search_service.config import Config
 from search_service.errors import register_error_handlers
 from search_service.files import ImageFiles

@@ -19,7 +19,8 @@ import re
 from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from catalog.errors import CatalogError, ExtractorRejected, ExtractorUnavailable, FingerprintMismatch
+from catalog.errors import CatalogError, FingerprintMismatch
+from extractor_client import ExtractorRejected, ExtractorUnavailable
 from search_service.files import BadName
 
 log = logging.getLogger(__name__)

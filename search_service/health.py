@@ -6,7 +6,8 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from catalog.errors import CatalogError, ExtractorRejected, ExtractorUnavailable
+from catalog.errors import CatalogError
+from extractor_client import ExtractorRejected, ExtractorUnavailable
 from search_service.api import services
 from search_service.openapi import OPENAPI
 

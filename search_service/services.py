@@ -19,7 +19,7 @@ class Services:
 
     config: Config
     catalog: Catalog
-    extractor: Any  # catalog.ExtractorClient or anything with info(), ready(), extract_one()
+    extractor: Any  # extractor_client.ExtractorClient or anything with info(), ready(), extract_one()
     probe: Any  # the extractor client for health checks: short timeouts, no retries
     guard: ModelGuard
     files: ImageFiles

@@ -87,8 +87,7 @@ def test_bad_input_is_4xx_and_the_service_stays_healthy_and_bounded(extractor_se
 
 
 def test_the_catalog_client_understands_the_service(extractor_service, varied):
-    from catalog.errors import ExtractorRejected
-    from catalog.extractor_client import ExtractorClient
+    from extractor_client import ExtractorClient, ExtractorRejected
 
     client = ExtractorClient(extractor_service.url)
     assert client.ready() and client.info()["dim"] == 512

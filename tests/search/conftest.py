@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catalog.errors import ExtractorRejected, ExtractorUnavailable
+from extractor_client import ExtractorRejected, ExtractorUnavailable
 from search_service import Config, create_app
 from tests.conftest import jpeg_bytes
 

@@ -16,7 +16,7 @@ import numpy as np
 import requests
 from requests.adapters import HTTPAdapter
 
-from catalog.errors import ExtractorRejected, ExtractorUnavailable
+from extractor_client.errors import ExtractorRejected, ExtractorUnavailable
 
 
 @dataclass
