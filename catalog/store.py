@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 from pymilvus import MilvusClient
-from pymilvus.exceptions import MilvusException
 
 from catalog import schema as S
-from catalog.errors import CatalogError, FingerprintMismatch
+from catalog.errors import CatalogError, DimensionMismatch, FingerprintMismatch, MilvusUnavailable, NotLoaded, classify
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +54,9 @@ class Catalog:
                 try:
                     self._client = MilvusClient(uri=self.uri, token=self.token, timeout=self.timeout)
                 except Exception as exc:  # pymilvus raises several types for "cannot connect"
-                    raise CatalogError(
+                    raise MilvusUnavailable(
                         f"cannot reach Milvus at {self.uri}: {exc}. Start it (make run, or docker compose up) "
-                        "or set MILVUS_URI."
+                        "or set MILVUS_URI.", "connect", str(exc)
                     ) from exc
             return self._client
 
@@ -73,23 +72,27 @@ class Catalog:
                 pass
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call a MilvusClient method; on failure reset the connection and raise CatalogError."""
+        """Call a MilvusClient method; failures become typed CatalogErrors (catalog.errors), and a lost
+        connection is dropped so the next call reconnects."""
         kwargs.setdefault("timeout", self.timeout)
         try:
             return getattr(self.client, method)(*args, **kwargs)
         except CatalogError:
             raise
-        except MilvusException as exc:
-            if method in ("query", "search") and "not loaded" in str(exc):
-                # A restarted Milvus reloads collections in the background; ask for it and wait.
-                self.load()
-                return self._call(method, *args, **kwargs)
-            if _is_connection_error(exc):
-                self.reset()
-            raise CatalogError(f"Milvus {method} failed: {exc}") from exc
         except Exception as exc:
-            self.reset()
-            raise CatalogError(f"Milvus {method} failed: {exc}") from exc
+            err = classify(exc, method, self.uri)
+            if isinstance(err, MilvusUnavailable):
+                self.reset()
+            raise err from exc
+
+    def _read(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """A query or search; when the collection is not loaded (a restarted Milvus reloads in the
+        background), ask for the load, wait for it, and try once more."""
+        try:
+            return self._call(method, *args, **kwargs)
+        except NotLoaded:
+            self.load()
+            return self._call(method, *args, **kwargs)
 
     def close(self) -> None:
         """Close the connection."""
@@ -145,17 +148,14 @@ class Catalog:
     ) -> bool:
         """Create the collection when missing, else check it fits; returns True when it was created.
 
-        Raises FingerprintMismatch (unless `force`) or CatalogError on a dimension mismatch.
+        Raises FingerprintMismatch (unless `force`) or DimensionMismatch.
         """
         if not self.exists():
             self.create(dim, fingerprint, index)
             return True
         have_dim = self.dim()
         if have_dim != dim:
-            raise CatalogError(
-                f"collection {self.collection!r} stores {have_dim}-d vectors, these are {dim}-d: "
-                "use another collection (COLLECTION=... or --collection)"
-            )
+            raise DimensionMismatch(self.collection, have_dim, dim)
         self.check_fingerprint(fingerprint, force=force)
         return False
 
@@ -229,7 +229,7 @@ class Catalog:
             return []
         fields = [S.NAME_FIELD, S.META_FIELD] + ([S.VECTOR_FIELD] if with_vectors else [])
         return list(
-            self._call(
+            self._read(
                 "query",
                 self.collection,
                 filter=names_filter(names),
@@ -242,7 +242,7 @@ class Catalog:
         """The subset of `names` already stored (Strong consistency)."""
         if not names:
             return set()
-        rows = self._call(
+        rows = self._read(
             "query", self.collection, filter=names_filter(names), output_fields=[S.NAME_FIELD],
             consistency_level="Strong",
         )
@@ -250,7 +250,7 @@ class Catalog:
 
     def count(self) -> int:
         """Exact number of live rows (Strong consistency: counts every acknowledged write)."""
-        rows = self._call(
+        rows = self._read(
             "query", self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong"
         )
         return int(rows[0]["count(*)"])
@@ -272,7 +272,7 @@ class Catalog:
         kwargs: dict[str, Any] = {}
         if consistency_level:
             kwargs["consistency_level"] = consistency_level
-        res = self._call(
+        res = self._read(
             "search",
             self.collection,
             data=np.asarray(vectors, dtype=np.float32).reshape(-1, np.shape(vectors)[-1]).tolist(),
@@ -296,7 +296,3 @@ class Catalog:
             )
         return out
 
-
-def _is_connection_error(exc: MilvusException) -> bool:
-    text = str(exc).lower()
-    return any(w in text for w in ("unavailable", "connect", "deadline", "timeout", "not ready", "closed"))

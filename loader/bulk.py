@@ -62,6 +62,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from catalog import Catalog, CatalogError
+from catalog.errors import MilvusUnavailable, classify
 from catalog import schema as S
 
 log = logging.getLogger(__name__)
@@ -402,7 +403,7 @@ class ImportJobs:
                 connections.connect(alias=self.alias, uri=catalog.uri, token=catalog.token or "",
                                     timeout=catalog.timeout)
         except Exception as exc:
-            raise CatalogError(f"cannot reach Milvus at {catalog.uri}: {exc}") from exc
+            raise MilvusUnavailable(f"cannot reach Milvus at {catalog.uri}: {exc}", "connect", str(exc)) from exc
 
     def _utility(self, fn: str, *args, **kwargs) -> Any:
         from pymilvus import utility
@@ -412,7 +413,7 @@ class ImportJobs:
             try:  # a timeout on every call: without one, a dead server makes pymilvus wait indefinitely
                 return getattr(utility, fn)(*args, using=self.alias, timeout=self.catalog.timeout, **kwargs)
             except Exception as exc:
-                raise CatalogError(f"Milvus {fn} failed: {exc}") from exc
+                raise classify(exc, fn, self.catalog.uri) from exc
 
     def submit(self, files: list[str]) -> int:
         """Start an import job for one job's files (server paths or object keys); returns its task id."""

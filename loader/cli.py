@@ -10,12 +10,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import re
 from pathlib import Path
 
 import click
 
 from catalog import Catalog, CatalogError
+from catalog.errors import CallFailed, MilvusUnavailable, NotLoaded
 from extractor_client import ExtractorRejected, ExtractorUnavailable
 from catalog.schema import INDEX_TYPES, IndexSpec
 from loader.bulk import FORMATS, S3Target
@@ -26,15 +26,14 @@ from loader.progress import Summary
 
 def _fail(exc: Exception, uri: str = "") -> click.ClickException:
     """Turn an expected failure into one line that says what to do."""
-    text = " ".join(str(exc).split())
-    if isinstance(exc, CatalogError) and text.startswith("cannot reach Milvus"):
+    if isinstance(exc, MilvusUnavailable) and exc.call == "connect":
         text = f"cannot reach Milvus at {uri}: start it (make run, or docker compose up) or set MILVUS_URI / --milvus-uri"
-    elif isinstance(exc, CatalogError) and text.startswith("Milvus ") and " failed: " in text:
-        # A call failed after the retries (Milvus down, restarting, or refusing): the run is resumable.
-        call = text.split(" failed: ", 1)[0].removeprefix("Milvus ")
-        detail = re.sub(r"\s*stack trace:.*", "", text.split(" failed: ", 1)[1])[:160]
-        text = (f"Milvus at {uri} failed during {call} ({detail}); the import is resumable: run the same "
-                "command again once Milvus is back")
+    elif isinstance(exc, (MilvusUnavailable, CallFailed, NotLoaded)):
+        # Milvus went away or kept refusing during the run, after the retries: the run is resumable.
+        text = (f"Milvus at {uri} failed during {exc.call} ({exc.detail[:160]}); the import is resumable: run "
+                "the same command again once Milvus is back")
+    else:
+        text = " ".join(str(exc).split())
     return click.ClickException(text)
 
 

@@ -20,7 +20,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from catalog import Catalog, CatalogError, FingerprintMismatch
+from catalog import Catalog
+from catalog.retry import with_retry
 from catalog.schema import DEFAULT_INDEX, IndexSpec
 from loader import hdf5
 from loader.progress import Progress, Summary
@@ -109,23 +110,6 @@ def finish_collection(catalog: Catalog, index: IndexSpec, retry_seconds: float) 
 def collection_id(catalog: Catalog) -> Any:
     """Milvus's id of the collection: a dropped and re-created collection never matches old state."""
     return with_retry(lambda: catalog.client.describe_collection(catalog.collection).get("collection_id"), 0)
-
-
-def with_retry(fn: Callable[[], Any], retry_seconds: float) -> Any:
-    """Call `fn`, retrying CatalogError (Milvus restarting) with backoff for up to `retry_seconds`."""
-    deadline = time.monotonic() + retry_seconds
-    delay = 0.5
-    while True:
-        try:
-            return fn()
-        except FingerprintMismatch:
-            raise
-        except CatalogError as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("Milvus call failed (%s); retrying in %.1f s", str(exc).splitlines()[0], delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 def upsert_rows(catalog: Catalog, names: list[str], vectors: np.ndarray, retry_seconds: float) -> int:

@@ -6,7 +6,7 @@
 | BadName (an image name that cannot be stored under IMAGE_ROOT) | 400 |
 | any werkzeug HTTPException (404, 405, 413, bad multipart...) | its status |
 | ExtractorRejected (the extractor refused the image) | the extractor's 4xx, its code and message |
-| FingerprintMismatch | 409, naming both fingerprints and what to do |
+| FingerprintMismatch, DimensionMismatch | 409, naming both models or dimensions and what to do |
 | CatalogError (Milvus down or refusing), ExtractorUnavailable | 503 with Retry-After |
 | anything else | 500 "internal error" (logged with its trace, never sent) |
 """
@@ -19,7 +19,7 @@ import re
 from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from catalog.errors import CatalogError, FingerprintMismatch
+from catalog.errors import CatalogError, DimensionMismatch, FingerprintMismatch
 from extractor_client import ExtractorRejected, ExtractorUnavailable
 from search_service.files import BadName
 
@@ -93,6 +93,10 @@ def register_error_handlers(app: Flask) -> None:
         )
         return error_response(409, "fingerprint_mismatch", message, collection_fingerprint=exc.expected,
                               extractor_fingerprint=exc.got)
+
+    @app.errorhandler(DimensionMismatch)
+    def _dim_mismatch(exc: DimensionMismatch):
+        return error_response(409, "dimension_mismatch", str(exc), collection_dim=exc.have, extractor_dim=exc.got)
 
     @app.errorhandler(ExtractorUnavailable)
     def _extractor_down(exc: ExtractorUnavailable):
