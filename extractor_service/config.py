@@ -24,7 +24,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from service_common.settings import COMMON, EnvSettings, load_settings
 
 
 def _cpu_count() -> int:
@@ -34,9 +40,10 @@ def _cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-@dataclass(frozen=True)
-class ExtractorConfig:
-    """Everything the extractor reads from its environment; see the module docstring for meanings."""
+class ExtractorConfig(EnvSettings):
+    """Everything the extractor reads from its environment (EXTRACTOR_<FIELD>); see the module docstring."""
+
+    model_config = SettingsConfigDict(**COMMON, env_prefix="EXTRACTOR_")
 
     model: str = "auto"
     weights: str = "auto"
@@ -49,17 +56,28 @@ class ExtractorConfig:
     max_pixels: int = 40_000_000
     max_parts: int = 64
     max_request_bytes: int = 100_000_000
-    decode_threads: int = field(default_factory=_cpu_count)
+    decode_threads: int = Field(default_factory=_cpu_count)
     http_threads: int = 32
     request_timeout_s: float = 120.0
     runtime: str = "tensorflow"
 
-    def __post_init__(self) -> None:
+    @field_validator("model", "weights", "precision", "runtime", mode="before")
+    @classmethod
+    def _strip(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
         from extractor_service.backbones import MODEL_CHOICES
 
-        object.__setattr__(self, "model", self.model.strip().lower())
-        if self.model not in MODEL_CHOICES:
-            raise ValueError(f"EXTRACTOR_MODEL must be one of {', '.join(MODEL_CHOICES)}. Received: {self.model!r}")
+        value = value.lower()
+        if value not in MODEL_CHOICES:
+            raise ValueError(f"EXTRACTOR_MODEL must be one of {', '.join(MODEL_CHOICES)}. Received: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "ExtractorConfig":
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"EXTRACTOR_PRECISION must be fp32, bf16 or fp16. Received: {self.precision!r}")
         if self.runtime not in ("tensorflow", "openvino"):
@@ -72,28 +90,18 @@ class ExtractorConfig:
                      "max_request_bytes", "decode_threads", "http_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"EXTRACTOR_{name.upper()} must be at least 1. Received: {getattr(self, name)}")
+        return self
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "ExtractorConfig":
-        """Read EXTRACTOR_* variables (see module docstring); `overrides` win over the environment."""
-        env = os.environ if environ is None else environ
-        values: dict = {}
-        for f in fields(cls):
-            raw = env.get("EXTRACTOR_" + f.name.upper())
-            if raw is None or raw.strip() == "":
-                continue
-            kind = f.type if isinstance(f.type, str) else f.type.__name__
-            try:
-                values[f.name] = int(raw) if kind == "int" else float(raw) if kind == "float" else raw.strip()
-            except ValueError:
-                raise ValueError(f"EXTRACTOR_{f.name.upper()} must be a number. Received: {raw!r}") from None
-        values.update(overrides)
-        return cls(**values)
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "ExtractorConfig":
+        """Read EXTRACTOR_* variables of `environ` (default os.environ; see the module docstring);
+        `overrides` win over the environment."""
+        return load_settings(cls, environ, **overrides)
 
     def batch_size_for(self, device: str) -> int:
         """The max batch size: as configured, else 8 on CPU (bigger batches only spill the caches) and 64 on GPU."""
         return self.max_batch_size or (64 if device == "GPU" else 8)
 
-    def with_(self, **changes) -> "ExtractorConfig":
-        """A copy with some fields changed (tests, benchmarks)."""
-        return replace(self, **changes)
+    def with_(self, **changes: Any) -> "ExtractorConfig":
+        """A copy with some fields changed (tests, benchmarks), validated like the original."""
+        return type(self)(**{**self.model_dump(), **changes})

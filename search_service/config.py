@@ -17,19 +17,27 @@
 | `SEARCH_CONSISTENCY` | `Session` | Milvus consistency level of searches; Session sees this service's own writes |
 | `GUARD_TTL` | `5` | seconds the fingerprint check is cached (refreshed at once after a failure) |
 | `SEARCH_THREADS` | `8` | gunicorn threads (one worker process, so metrics need no multiprocess mode) |
+| `SEARCH_RETRY_AFTER_S` | `5` | what 503 answers tell clients to wait (`Retry-After`) |
 """
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from service_common.settings import COMMON, EnvSettings, load_settings
 
 
-@dataclass(frozen=True)
-class Config:
-    """Everything the app factory needs; build it with `Config.from_env()` or pass values in tests."""
+class Config(EnvSettings):
+    """Everything the app factory needs; build it with `Config.from_env()` or pass values in tests.
+
+    Each field is read from the variable of its upper-case name, or the one its alias names.
+    """
+
+    model_config = SettingsConfigDict(**COMMON)
 
     milvus_uri: str = "http://127.0.0.1:19530"
     milvus_token: str = ""
@@ -42,59 +50,18 @@ class Config:
     image_root: str = "./data/images"
     api_token: str = ""
     max_upload_bytes: int = 20 * 1024 * 1024
-    search_params: dict[str, Any] = field(default_factory=dict)
+    search_params: dict[str, Any] = Field(default_factory=dict)
     search_consistency: str = "Session"
     guard_ttl: float = 5.0
-    threads: int = 8
-    retry_after_s: int = 5  # what 503 answers tell clients to wait
+    threads: int = Field(8, alias="SEARCH_THREADS")
+    retry_after_s: int = Field(5, alias="SEARCH_RETRY_AFTER_S")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
-        """Read the variables in the module docstring; unset or empty ones keep their defaults."""
-        env = os.environ if environ is None else environ
-        names = {
-            "milvus_uri": "MILVUS_URI",
-            "milvus_token": "MILVUS_TOKEN",
-            "milvus_timeout": "MILVUS_TIMEOUT",
-            "collection": "COLLECTION",
-            "extractor_url": "EXTRACTOR_URL",
-            "extractor_connect_timeout": "EXTRACTOR_CONNECT_TIMEOUT",
-            "extractor_read_timeout": "EXTRACTOR_READ_TIMEOUT",
-            "extractor_retries": "EXTRACTOR_RETRIES",
-            "image_root": "IMAGE_ROOT",
-            "api_token": "API_TOKEN",
-            "max_upload_bytes": "MAX_UPLOAD_BYTES",
-            "search_params": "SEARCH_PARAMS",
-            "search_consistency": "SEARCH_CONSISTENCY",
-            "guard_ttl": "GUARD_TTL",
-            "threads": "SEARCH_THREADS",
-        }
-        types = {f.name: f.type for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for attr, var in names.items():
-            raw = env.get(var, "")
-            if raw == "":
-                continue
-            values[attr] = _parse(var, raw, types[attr])
-        return cls(**values)
+        """Read the variables in the module docstring (from `environ`, default os.environ); unset or empty
+        ones keep their defaults."""
+        return load_settings(cls, environ)
 
     def replace(self, **changes: Any) -> "Config":
-        """A copy with some values changed (tests)."""
-        return type(self)(**{**self.__dict__, **changes})
-
-
-def _parse(var: str, raw: str, kind: str) -> Any:
-    """Parse one variable by its field type; the error names the variable and the bad value."""
-    try:
-        if kind == "float":
-            return float(raw)
-        if kind == "int":
-            return int(raw)
-        if kind.startswith("dict"):
-            value = json.loads(raw)
-            if not isinstance(value, dict):
-                raise ValueError("not a JSON object")
-            return value
-        return raw
-    except ValueError as exc:
-        raise ValueError(f"{var}={raw!r} is not a valid {kind.split('[')[0]}: {exc}") from None
+        """A copy with some values changed (tests), validated like the original."""
+        return type(self)(**{**self.model_dump(), **changes})

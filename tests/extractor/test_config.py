@@ -23,7 +23,7 @@ def test_environment_is_parsed_and_overrides_win():
 
 
 @pytest.mark.parametrize("env, match", [
-    ({"EXTRACTOR_INPUT_SIZE": "big"}, "EXTRACTOR_INPUT_SIZE must be a number. Received: 'big'"),
+    ({"EXTRACTOR_INPUT_SIZE": "big"}, "EXTRACTOR_INPUT_SIZE must be a whole number. Received: 'big'"),
     ({"EXTRACTOR_INPUT_SIZE": "16"}, "at least 32"),
     ({"EXTRACTOR_PRECISION": "int8"}, "fp32, bf16 or fp16. Received: 'int8'"),
     ({"EXTRACTOR_RUNTIME": "onnx"}, "tensorflow or openvino"),

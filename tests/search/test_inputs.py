@@ -26,7 +26,8 @@ def test_config_reads_the_environment():
     assert cfg.max_upload_bytes == 123 and cfg.search_params == {"ef": 128} and cfg.guard_ttl == 0.5
 
 
-@pytest.mark.parametrize("env, words", [({"MAX_UPLOAD_BYTES": "lots"}, "MAX_UPLOAD_BYTES='lots'"),
+@pytest.mark.parametrize("env, words", [({"MAX_UPLOAD_BYTES": "lots"},
+                                         "MAX_UPLOAD_BYTES must be a whole number. Received: 'lots'"),
                                         ({"SEARCH_PARAMS": "[1]"}, "SEARCH_PARAMS"),
                                         ({"GUARD_TTL": "x"}, "GUARD_TTL")])
 def test_config_errors_name_the_variable(env, words):
