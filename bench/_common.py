@@ -1,9 +1,8 @@
-"""Small helpers shared by the benchmarks: RESULT lines, percentiles, a numpy matmul roofline, free ports."""
+"""Small helpers shared by the benchmarks: RESULT lines, percentiles, a numpy matmul roofline."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -61,10 +60,3 @@ def _matmul_gflops_here(n: int, seconds: float) -> float:
         a @ b
         best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
     return best
-
-
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -1200,7 +1200,7 @@ def http_load(ctx: Ctx, url: str, per_request: int, dim: int, images_file: Path,
 def section_http(ctx: Ctx, precision: str) -> None:
     """The gunicorn service on 127.0.0.1 (KERAS_BACKEND=jax, VGG16), driven by 64 client threads."""
     import requests
-    from extract import Service
+    from devstack.processes import ServiceProcess
 
     args = ctx.args
     weights, _ = get_weights(ctx, "vgg16")
@@ -1217,11 +1217,12 @@ def section_http(ctx: Ctx, precision: str) -> None:
            "EXTRACTOR_MAX_PARTS": str(max(64, max(per_request))), "PYTHONUNBUFFERED": "1"}
     log_path = Path(args.service_log_dir) / f"{args.log_prefix}extractor_{precision}.log"
     t = time.perf_counter()
-    service = Service(env, log_path)
+    service = ServiceProcess("extractor_service", env, log_path, name="extractor").start(wait_ready=False)
     pid_file = Path(args.service_log_dir) / f"{args.log_prefix}service.pid"
     pid_file.write_text(str(service.proc.pid))
     try:
-        info = service.wait_ready(timeout=max(30.0, time_left() - args.reserve_s))
+        service.wait_ready(timeout=max(30.0, time_left() - args.reserve_s))
+        info = requests.get(service.url + "/v1/info", timeout=10).json()
         ready_s = time.perf_counter() - t
         log(f"service {precision} ready in {ready_s:.1f}s (start, imports, model, warm-up to batch "
             f"{args.http_batch}): {info.get('device')}, fingerprint {info.get('fingerprint')}; log {log_path}")
@@ -1269,20 +1270,8 @@ def section_http(ctx: Ctx, precision: str) -> None:
                 f"in-process b{inproc_batch}: {inproc} -> {row['ratio_to_inproc']} | GPU {row['gpu_util']}% "
                 f"CPU {row['cpu_util']}%")
     finally:
-        stop_service(service)
+        service.stop(grace=8)
         pid_file.unlink(missing_ok=True)
-
-
-def stop_service(service) -> None:
-    if service.proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(service.proc.pid, signal.SIGTERM)
-        try:
-            service.proc.wait(8)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(service.proc.pid, signal.SIGKILL)
-            service.proc.wait(10)
 
 
 # ---------------------------------------------------------------------------------------------- summary

@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,7 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import free_port, matmul_gflops, percentile, result, value  # noqa: E402
+from _common import matmul_gflops, percentile, result, value  # noqa: E402
+from devstack.processes import ServiceProcess  # noqa: E402
 
 
 
@@ -56,40 +55,6 @@ def make_images(count: int) -> list[bytes]:
         img.save(buf, format="JPEG", quality=90)
         out.append(buf.getvalue())
     return out
-
-
-class Service:
-    """The extractor as a child process on a free port; stopped by its own process group id."""
-
-    def __init__(self, env: dict[str, str], log_path: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "extractor_service", "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self, timeout: float = 300) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"extractor exited:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return requests.get(self.url + "/v1/info", timeout=5).json()
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        raise SystemExit("extractor not ready in time")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 def classic_loop(model, paths: list[Path], size: int, backbone) -> tuple[float, list[float], list[np.ndarray]]:
@@ -187,11 +152,13 @@ def main() -> int:
         paths.append(tmp / f"{i}.jpg")
         paths[-1].write_bytes(data)
 
-    service = Service({"EXTRACTOR_MODEL": backbone.name, "EXTRACTOR_WEIGHTS": args.weights,
-                       "EXTRACTOR_INPUT_SIZE": str(size), "EXTRACTOR_PRECISION": args.precision}, tmp / "extractor.log")
+    service = ServiceProcess("extractor_service", {
+        "EXTRACTOR_MODEL": backbone.name, "EXTRACTOR_WEIGHTS": args.weights, "EXTRACTOR_INPUT_SIZE": str(size),
+        "EXTRACTOR_PRECISION": args.precision}, tmp / "extractor.log").start(wait_ready=False)
     try:
-        model, resolved = build_classic_model(backbone.name, args.weights, size)
-        info = service.wait_ready()
+        model, resolved = build_classic_model(backbone.name, args.weights, size)  # while the service loads
+        service.wait_ready(timeout=300)
+        info = requests.get(service.url + "/v1/info", timeout=5).json()
         print(f"service: {info}", flush=True)
         classic_loop(model, paths[:1], size, backbone)  # warm-up, as the service warms up
         # The classic loop runs in two halves, before and after the service, so that load from other

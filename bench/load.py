@@ -44,7 +44,8 @@ sys.path.insert(0, str(REPO))
 
 from catalog import Catalog  # noqa: E402
 from loader.bulk import staging_root  # noqa: E402
-from devstack.milvus_server import MilvusServer, free_port  # noqa: E402
+from devstack.milvus_server import MilvusServer  # noqa: E402
+from devstack.processes import free_port  # noqa: E402
 
 DIM = 512
 

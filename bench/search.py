@@ -43,9 +43,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,7 +57,8 @@ sys.path.insert(0, str(REPO))
 
 from catalog import DEFAULT_INDEX, Catalog  # noqa: E402
 from catalog import schema as S  # noqa: E402
-from devstack.milvus_server import MilvusServer, free_port  # noqa: E402
+from devstack.milvus_server import MilvusServer  # noqa: E402
+from devstack.processes import ServiceProcess, free_port  # noqa: E402
 
 DIM = 512
 TOP_K = 10
@@ -263,36 +261,6 @@ def bench_size(cat: Catalog, tmp: Path, vectors: np.ndarray, queries: np.ndarray
 
 
 # -- end to end -----------------------------------------------------------------------------------------
-def start_process(module: str, env: dict, log: Path, port: int) -> subprocess.Popen:
-    with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)],
-                                cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-
-
-def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} not ready:\n{log.read_text()[-3000:]}")
-
-
-def stop_process(proc: subprocess.Popen | None) -> None:
-    if proc and proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
 def sample_photos() -> list[tuple[str, bytes]]:
     """The scikit-image photos as JPEGs of at most 192 px (as the tests use)."""
     import skimage
@@ -373,10 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     extractor = search = None
     try:
         # The extractor loads TensorFlow for ~20 s: start it first, in parallel with the data work.
-        ex_port, se_port = free_port(), free_port()
         if not args.no_e2e:
-            extractor = start_process("extractor_service", {"EXTRACTOR_WEIGHTS": "hed-vgg16", "TF_CPP_MIN_LOG_LEVEL": "2"},
-                                      tmp / "extractor.log", ex_port)
+            extractor = ServiceProcess("extractor_service", {"EXTRACTOR_WEIGHTS": "hed-vgg16", "TF_CPP_MIN_LOG_LEVEL": "2"},
+                                       tmp / "extractor.log").start(wait_ready=False)
         server.start()
         print(f"INFO Milvus at {server.uri} (segment max {args.segment_mb or 'default'} MB), data in {tmp}", flush=True)
         kept: Catalog | None = None
@@ -388,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
             fingerprint = BENCH_FINGERPRINT
             if i == 0 and extractor is not None:
                 # The service part searches this collection, so it must carry the extractor's fingerprint.
-                wait_ready(f"http://127.0.0.1:{ex_port}/readyz", extractor, tmp / "extractor.log")
-                fingerprint = requests.get(f"http://127.0.0.1:{ex_port}/v1/info", timeout=10).json()["fingerprint"]
+                extractor.wait_ready(timeout=300)
+                fingerprint = requests.get(f"{extractor.url}/v1/info", timeout=10).json()["fingerprint"]
             bench_size(cat, tmp, vectors, queries, f"{label(n)}", fingerprint)
             del vectors
             if i == 0:
@@ -412,14 +379,14 @@ def main(argv: list[str] | None = None) -> int:
             bench_size(cat, tmp, vectors, queries, f"gaussian_{label(n)}")
             cat.drop()
         if extractor is not None and kept is not None:
-            search = start_process("search_service", {
-                "MILVUS_URI": server.uri, "EXTRACTOR_URL": f"http://127.0.0.1:{ex_port}",
-                "COLLECTION": kept.collection, "IMAGE_ROOT": str(tmp / "images")}, tmp / "search.log", se_port)
-            wait_ready(f"http://127.0.0.1:{se_port}/readyz", search, tmp / "search.log", timeout=60)
-            bench_end_to_end(f"http://127.0.0.1:{se_port}", f"http://127.0.0.1:{ex_port}", e2e_repeats)
+            search = ServiceProcess("search_service", {
+                "MILVUS_URI": server.uri, "EXTRACTOR_URL": extractor.url,
+                "COLLECTION": kept.collection, "IMAGE_ROOT": str(tmp / "images")}, tmp / "search.log").start(timeout=60)
+            bench_end_to_end(search.url, extractor.url, e2e_repeats)
     finally:
-        stop_process(search)
-        stop_process(extractor)
+        for proc in (search, extractor):
+            if proc is not None:
+                proc.stop(grace=20)
         server.stop(grace=20)
     print(f"INFO total {time.perf_counter() - started:.0f}s", flush=True)
     import shutil

@@ -18,52 +18,12 @@ from pathlib import Path
 
 import requests
 
-from devstack.milvus_server import MilvusServer, port_open
+from devstack.milvus_server import MilvusServer
+from devstack.processes import ServiceProcess, port_open
 from devstack import sample_images
 
 log = logging.getLogger("devstack")
 STOP_GRACE_S = 8  # per service; the whole stack stops well within 30 s
-
-
-class Child:
-    """A service started as `python -m module`, its output in a log file."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path):
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", *args], env=env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,  # we stop the children ourselves, in order
-            )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        if not self.alive():
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
-
-
-def wait_http(url: str, child: Child, timeout: float) -> None:
-    """Wait until `url` answers 200, failing early if the child died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not child.alive():
-            raise SystemExit(f"{child.name} exited; see {child.log_path}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{child.name} not ready after {timeout:.0f}s; see {child.log_path}")
 
 
 def catalogue_size(milvus_uri: str, collection: str) -> int:
@@ -121,7 +81,7 @@ def main() -> int:
             raise SystemExit(f"port {port} is in use ({what}): stop what runs there or set {what}=...")
 
     milvus = MilvusServer(data / "milvus", port=milvus_port)
-    children: list[Child] = []
+    children: list[ServiceProcess] = []
     stopping = False
 
     def on_signal(signum, frame):  # Ctrl-C or SIGTERM: unwind through the finally below
@@ -146,14 +106,18 @@ def main() -> int:
             "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
         }
         log.info("starting extractor on 127.0.0.1:%d (log: %s)", extractor_port, logs / "extractor.log")
-        extractor = Child("extractor", ["extractor_service", "--host", "127.0.0.1", "--port", str(extractor_port)],
-                          env, logs)
+        extractor = ServiceProcess("extractor_service", env, logs / "extractor.log", port=extractor_port,
+                                   name="extractor").start(wait_ready=False)
         children.append(extractor)
         log.info("starting search service on 127.0.0.1:%d (log: %s)", search_port, logs / "search.log")
-        search = Child("search", ["search_service", "--host", "127.0.0.1", "--port", str(search_port)], env, logs)
+        search = ServiceProcess("search_service", env, logs / "search.log", port=search_port, ready_path="/healthz",
+                                name="search service").start(wait_ready=False)
         children.append(search)
-        wait_http(f"http://127.0.0.1:{extractor_port}/readyz", extractor, timeout=300)
-        wait_http(f"http://127.0.0.1:{search_port}/healthz", search, timeout=60)
+        for child, timeout in ((extractor, 300), (search, 60)):
+            try:
+                child.wait_ready(timeout)
+            except (RuntimeError, TimeoutError) as exc:
+                raise SystemExit(str(exc).split(":\n", 1)[0]) from None
 
         count = catalogue_size(milvus.uri, collection)
         if count == 0:
@@ -183,7 +147,7 @@ def main() -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
         log.info("stopping ...")
         for child in reversed(children):
-            child.stop()
+            child.stop(grace=STOP_GRACE_S)
         milvus.stop(grace=12)
         log.info("stopped")
     return 0

@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from devstack.processes import free_port, port_open
 from devstack.netns import (
     ISOLATE_ENV,
     LD_PATH_ENV,
@@ -57,13 +58,6 @@ _PORT_KEYS = (
 
 SESSION_TTL_S = 15
 GRACEFUL_STOP_S = 5
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on `host` right now."""
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
 
 def ephemeral_ports() -> tuple[int, int]:
     """The kernel's range for the local ports of outgoing connections (ip_local_port_range)."""
@@ -95,13 +89,6 @@ def bindable(port: int, host: str = "127.0.0.1") -> bool:
             return True
         except OSError:
             return False
-
-
-def port_open(host: str, port: int) -> bool:
-    """Whether something accepts TCP connections on host:port."""
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
 
 
 class MilvusServer:

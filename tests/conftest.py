@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devstack.milvus_server import MilvusServer, free_port
-from tests.procs import ServiceProcess
+from devstack.milvus_server import MilvusServer
+from devstack.processes import ServiceProcess, free_port
 
 SAMPLE_SIZE = 96  # small images keep tests fast; the behaviour is the same at any size
 

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.procs import REPO
+from devstack.processes import REPO
 
 COMPOSE = REPO / "docker-compose.yml"
 OUR_MODULES = {"extractor_service", "search_service", "loader"}

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.procs import REPO
+from devstack.processes import REPO
 
 THIRD_PARTY = {"etcd", "minio", "milvus"}
 OURS = {"extractor-cpu", "search", "loader"}

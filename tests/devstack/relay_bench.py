@@ -17,7 +17,8 @@ import time
 import numpy as np
 
 from devstack import milvus_server as ms
-from devstack.milvus_server import MilvusServer, free_port
+from devstack.milvus_server import MilvusServer
+from devstack.processes import free_port
 from devstack.netns import LoopbackRelay
 
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from devstack import milvus_server as ms
-from devstack.milvus_server import free_port
+from devstack.processes import free_port
 from devstack.netns import NETNS_LAUNCHER, LoopbackRelay, NetnsDialer
 
 needs_netns = pytest.mark.skipif(not ms.can_isolate_network(), reason="needs root (CAP_SYS_ADMIN) for netns")

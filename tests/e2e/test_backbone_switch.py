@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.loader.conftest import run_loader
-from tests.procs import ServiceProcess
+from devstack.processes import ServiceProcess
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ import psutil
 import pytest
 import requests
 
-from devstack.milvus_server import free_port
-from tests.procs import REPO
+from devstack.processes import free_port
+from devstack.processes import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from tests.procs import REPO
+from devstack.processes import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from typing import Callable
 import pytest
 import requests
 
-from tests.procs import ServiceProcess
+from devstack.processes import ServiceProcess
 
 TOKEN = "rel-s3cret-token"
 

@@ -19,8 +19,9 @@ import pytest
 import requests
 
 from catalog import Catalog
-from devstack.milvus_server import MilvusServer, free_port
-from tests.procs import REPO, ServiceProcess
+from devstack.milvus_server import MilvusServer
+from devstack.processes import free_port
+from devstack.processes import REPO, ServiceProcess
 from tests.reliability.conftest import add_photos, photo_files
 from tests.reliability.helpers import CLIENT_TIMEOUT, Load, Outcome, wait_for
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.conftest import jpeg_bytes
-from tests.procs import REPO, ServiceProcess
+from devstack.processes import REPO, ServiceProcess
 from tests.reliability.conftest import TOKEN, _drop
 from tests.reliability.corpus import _save, photo
 from tests.reliability.helpers import assert_json_error, raw_request

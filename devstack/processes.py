@@ -1,9 +1,16 @@
-"""Real server processes for tests: start on a free loopback port, wait until ready, always stop."""
+"""Our services as child processes, the one way the local stack, the tests and the benchmarks run them:
+start on a loopback port, wait until ready (failing early when the child dies), always stop.
+
+Each child runs `python -m <module> --host 127.0.0.1 --port N` in a process group of its own, so a stop
+reaches gunicorn's workers too, with its output appended to a log file.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,17 +18,30 @@ from pathlib import Path
 
 import requests
 
-from devstack.milvus_server import free_port
-
 REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on `host` right now."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
 
 
 class ServiceProcess:
     """`python -m <module> --host 127.0.0.1 --port N` as a child process, with its log in `log_path`."""
 
     def __init__(self, module: str, env: dict[str, str], log_path: Path, port: int | None = None,
-                 ready_path: str = "/readyz", args: list[str] | None = None):
+                 ready_path: str = "/readyz", args: list[str] | None = None, name: str | None = None):
         self.module = module
+        self.name = name or module
         self.env = {**os.environ, **env}
         self.log_path = Path(log_path)
         self.port = port or free_port()
@@ -34,6 +54,8 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 180.0, wait_ready: bool = True) -> "ServiceProcess":
+        """Start the child (and by default wait until `ready_path` answers 200)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", self.module, "--host", "127.0.0.1", "--port", str(self.port), *self.args],
@@ -44,20 +66,27 @@ class ServiceProcess:
             self.wait_ready(timeout)
         return self
 
+    def alive(self) -> bool:
+        """Whether the child is still running."""
+        return self.proc is not None and self.proc.poll() is None
+
     def wait_ready(self, timeout: float = 180.0, path: str | None = None) -> None:
+        """Wait until GET `path` (default `ready_path`) answers 200; RuntimeError with the log's tail when
+        the child exits first, TimeoutError when it is not ready in time."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.module} exited ({self.proc.returncode}):\n{self.tail()}")
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}); see {self.log_path}:\n{self.tail()}")
             try:
                 if requests.get(self.url + (path or self.ready_path), timeout=2).status_code == 200:
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.3)
-        raise TimeoutError(f"{self.module} not ready in {timeout:.0f}s:\n{self.tail()}")
+        raise TimeoutError(f"{self.name} not ready in {timeout:.0f}s; see {self.log_path}:\n{self.tail()}")
 
     def tail(self, n: int = 4000) -> str:
+        """The last `n` characters of the child's log."""
         try:
             return self.log_path.read_text(errors="replace")[-n:]
         except OSError:
