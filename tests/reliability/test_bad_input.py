@@ -1,10 +1,11 @@
-"""Issue 7 req. 1: a generated bad-input corpus sent to both real services (gunicorn processes, real
+"""A generated bad-input corpus sent to both real services (gunicorn processes, real
 VGG16 extractor, real Milvus). Each request gets a 4xx JSON error or a correct result, never a 5xx; both
 services stay up and their memory bounded.
 
 A correct result is a 512-d unit vector from the extractor and a ranked result list from the search
 service. The extractor reports per-image problems inside a 200 (`results[i].error` with the 4xx status the
-image deserves, see CONTRACT.md), so for it a 4xx is either that or a whole-request 4xx.
+image deserves, see extractor_service/README.md, "API"), so for it a 4xx is either that or a whole-request
+4xx.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 7 req. 2: faults on the real stack. SIGKILL the extractor under search load, SIGKILL Milvus under
+"""Faults on the real stack: SIGKILL the extractor under search load, SIGKILL Milvus under
 search load, and SIGKILL Milvus during a loader import at the points tests/loader does not cover.
 
 Recovery is measured and printed; the deadlines are functional ("recovers by itself"), set well above the

@@ -1,4 +1,4 @@
-"""Issue 7 req. 3: 16 concurrent clients for 30 s against POST /v1/search on the session's real stack:
+"""Load: 16 concurrent clients for 30 s against POST /v1/search on the session's real stack:
 zero 5xx, p50/p99 reported, and the RSS of each service (extractor, search service) grows by less than
 20% over its warmed-up size. Latency is reported, never asserted (no timing thresholds)."""
 

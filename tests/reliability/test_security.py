@@ -1,4 +1,4 @@
-"""Issue 7 req. 4: security of the real stack. Bearer token on writes, path traversal on the file
+"""Security of the real stack: Bearer token on writes, path traversal on the file
 endpoint, upload limits, loopback-only listeners, IMAGE_ROOT never escaped, and Milvus filter expressions
 never built from raw user text (on the real Milvus, plus a static check of the code)."""
 
