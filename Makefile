@@ -35,8 +35,9 @@ tools:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else echo "missing:$$missing - run 'sudo apt-get install$$missing' (the tests need them)"; exit 1; fi; fi
 
+# REQUIRE_TOOLS=1: a missing chromium or docker-compose fails the run instead of skipping its tests.
 test: setup tools
-	$(PY) -m pytest
+	REQUIRE_TOOLS=1 $(PY) -m pytest
 
 test-unit: setup
 	$(PY) -m pytest -m "not integration"

@@ -6,6 +6,8 @@ Session-scoped servers are started once and shared; tests that kill a server sta
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -16,6 +18,18 @@ from devstack.milvus_server import MilvusServer
 from devstack.processes import ServiceProcess, free_port
 
 SAMPLE_SIZE = 96  # small images keep tests fast; the behaviour is the same at any size
+
+
+def require_tool(name: str, install: str) -> str:
+    """The path of an external tool the test needs. Missing: a skip with the reason, except under
+    `make test` (REQUIRE_TOOLS=1, which installs the tools first), where it is a failure: CI runs it all."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is missing: {install} (`make test` installs it)"
+    if os.environ.get("REQUIRE_TOOLS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

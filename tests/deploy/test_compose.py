@@ -4,13 +4,13 @@ repo runs a real entry point of this repo."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
 import pytest
 import yaml
 
 from devstack.processes import REPO
+from tests.conftest import require_tool
 
 COMPOSE = REPO / "docker-compose.yml"
 OUR_MODULES = {"extractor_service", "search_service", "loader"}
@@ -21,8 +21,7 @@ def _compose() -> dict:
 
 
 def _docker_compose(tmp_path, *args: str, profiles: str = "gpu") -> subprocess.CompletedProcess:
-    exe = shutil.which("docker-compose")
-    assert exe, "docker-compose is missing: `make test` installs Debian's docker-compose (apt-get install docker-compose)"
+    exe = require_tool("docker-compose", "apt-get install docker-compose")
     env_file = tmp_path / ".env"
     env_file.write_text((REPO / ".env.example").read_text())
     return subprocess.run(

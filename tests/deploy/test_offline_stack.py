@@ -4,21 +4,20 @@ opt-in end-to-end Docker smoke test (deploy/offline-smoke.sh, RUN_DOCKER_SMOKE=1
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
 import pytest
 import yaml
 
 from devstack.processes import REPO
+from tests.conftest import require_tool
 
 THIRD_PARTY = {"etcd", "minio", "milvus"}
 OURS = {"extractor-cpu", "search", "loader"}
 
 
 def _merged_config(tmp_path, *files: str) -> dict:
-    exe = shutil.which("docker-compose")
-    assert exe, "docker-compose is missing: `make test` installs Debian's docker-compose (apt-get install docker-compose)"
+    exe = require_tool("docker-compose", "apt-get install docker-compose")
     env_file = tmp_path / ".env"
     env_file.write_text((REPO / ".env.example").read_text())
     args = [exe, "--project-directory", str(REPO), "--env-file", str(env_file)]
