@@ -1,7 +1,9 @@
 """The extractor's Flask app: `create_app(config, extractor=None)`.
 
-Routes: GET /healthz, GET /readyz, GET /v1/info, POST /v1/extract, GET /metrics. Every error is JSON
-`{"error": {"code", "message"}}`; bad input gets a 4xx naming what to fix, never a 500 or a stack trace.
+Routes: GET /healthz, GET /readyz, GET /v1/info, POST /v1/extract, GET /metrics, GET /openapi.json. Every
+error is JSON `{"error": {"code", "message"}}` (the envelope and handlers of `service_common.errors`); bad
+input gets a 4xx naming what to fix, never a 500 or a stack trace. A bad image inside a good request is not
+an HTTP error: it is that image's result (`ImageError`), next to the other images' vectors.
 When no extractor is handed in, the model loads on a background thread and /readyz answers 503 until it
 is loaded and warmed.
 """
@@ -15,8 +17,7 @@ import time
 from typing import Callable
 
 import numpy as np
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from flask import Blueprint, Flask, Response, current_app, request
 
 from extractor_service.batching import BatcherClosed, BatcherOverloaded
 from extractor_service.config import ExtractorConfig
@@ -24,18 +25,19 @@ from extractor_service.extractor import Extractor, load_extractor
 from extractor_service.metrics import ExtractorMetrics
 from extractor_service.openapi import OPENAPI
 from extractor_service.preprocessing import ImageError
+from service_common.errors import ApiError, Wording, register_json_errors
 
 log = logging.getLogger(__name__)
 bp = Blueprint("extractor", __name__)
 BINARY_TYPE = "application/octet-stream"
 
 
-class APIError(Exception):
-    """A whole-request error: HTTP status, code and message for the client."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+WORDING = Wording(
+    body_too_large=("request_too_large",
+                    "the request body is over the limit of {limit} bytes: send fewer or smaller images"),
+    too_many_parts=("too_many_parts", "the request has too many multipart parts: split it"),
+    internal=("internal_error", "unexpected server error; see the extractor's log"),
+)
 
 
 class ServiceState:
@@ -55,18 +57,12 @@ class ServiceState:
         """The loaded extractor, or a 503 saying why there is none yet."""
         if self.extractor is None:
             why = f"the model failed to load: {self.load_error}" if self.load_error else "the model is loading"
-            raise APIError(503, "not_ready", why)
+            raise ApiError(503, "not_ready", why)
         return self.extractor
 
 
 def _state() -> ServiceState:
     return current_app.extensions["extractor"]
-
-
-def error_response(status: int, code: str, message: str) -> Response:
-    resp = jsonify({"error": {"code": code, "message": message}})
-    resp.status_code = status
-    return resp
 
 
 @bp.get("/healthz")
@@ -105,9 +101,9 @@ def extract():
     try:
         results = extractor.extract(blobs)
     except BatcherOverloaded as exc:
-        raise APIError(503, "overloaded", str(exc)) from None
+        raise ApiError(503, "overloaded", str(exc)) from None
     except (TimeoutError, BatcherClosed):
-        raise APIError(503, "timeout", "the model did not answer in time; retry later") from None
+        raise ApiError(503, "timeout", "the model did not answer in time; retry later") from None
     state.metrics.stage_seconds.labels("total").observe(time.perf_counter() - start)
     if BINARY_TYPE in request.headers.get("Accept", ""):
         return _binary_response(extractor, results)
@@ -120,16 +116,16 @@ def extract():
 def _read_image_parts(config: ExtractorConfig) -> list[bytes]:
     """The bytes of every `image` part, each read up to the file limit (+1 byte to detect overflow)."""
     if not request.mimetype.startswith("multipart/form-data"):
-        raise APIError(415, "not_multipart",
+        raise ApiError(415, "not_multipart",
                        "send multipart/form-data with one or more parts named 'image'")
     parts = request.files.getlist("image")
     if not parts and "image" in request.form:
-        raise APIError(400, "missing_image",
+        raise ApiError(400, "missing_image",
                        "the 'image' part is a text field: send it as a file part (curl -F image=@photo.jpg)")
     if not parts:
-        raise APIError(400, "missing_image", "no part named 'image': send one or more multipart parts named 'image'")
+        raise ApiError(400, "missing_image", "no part named 'image': send one or more multipart parts named 'image'")
     if len(parts) > config.max_parts:
-        raise APIError(413, "too_many_parts",
+        raise ApiError(413, "too_many_parts",
                        f"{len(parts)} image parts; at most {config.max_parts} per request: split the request")
     return [p.stream.read(config.max_file_bytes + 1) for p in parts]
 
@@ -149,32 +145,6 @@ def _binary_response(extractor: Extractor, results: list) -> Response:
     resp.headers["X-Count"] = str(len(results))
     resp.headers["X-Errors"] = json.dumps(errors, separators=(",", ":"))
     return resp
-
-
-def _register_errors(app: Flask) -> None:
-    @app.errorhandler(APIError)
-    def api_error(exc: APIError):
-        return error_response(exc.status, exc.code, exc.message)
-
-    @app.errorhandler(RequestEntityTooLarge)
-    def too_large(exc):
-        limit = app.config["MAX_CONTENT_LENGTH"]
-        # Werkzeug raises the same error for "body over the limit" and "too many parts". A chunked body
-        # has no Content-Length, so also ask the limited input stream how far it got.
-        if _body_over(limit):
-            return error_response(413, "request_too_large",
-                                  f"the request body is over the limit of {limit} bytes: send fewer or smaller images")
-        return error_response(413, "too_many_parts", "the request has too many multipart parts: split it")
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        code = (exc.name or "error").lower().replace(" ", "_")
-        return error_response(exc.code or 500, code, exc.description or exc.name)
-
-    @app.errorhandler(Exception)
-    def unexpected(exc: Exception):
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "unexpected server error; see the extractor's log")
 
 
 def _count_requests(app: Flask) -> None:
@@ -202,7 +172,7 @@ def create_app(config: ExtractorConfig | None = None, extractor: Extractor | Non
     state = ServiceState(config, metrics)
     app.extensions["extractor"] = state
     app.register_blueprint(bp)
-    _register_errors(app)
+    register_json_errors(app, WORDING)
     _count_requests(app)
     if extractor is not None:
         state.set_extractor(extractor)
@@ -221,12 +191,3 @@ def _load_in_background(state: ServiceState, loader, on_load_error) -> None:
         if on_load_error is not None:
             on_load_error(exc)
 
-
-def _body_over(limit: int) -> bool:
-    """Whether the request body went over `limit` (as opposed to werkzeug's part-count limit)."""
-    if request.content_length is not None:
-        return request.content_length > limit
-    try:  # chunked: no Content-Length; ask the limited input stream how far it read
-        return (getattr(request.stream, "_pos", 0) or 0) >= limit
-    except Exception:  # werkzeug refuses to hand out the stream of an over-long body
-        return True

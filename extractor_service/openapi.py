@@ -1,4 +1,8 @@
-"""The OpenAPI 3.1 document served at `/openapi.json` (hand-written: the API is small and stable)."""
+"""The OpenAPI 3.1 document served at `/openapi.json` (hand-written: the API is small and stable).
+
+tests/extractor/test_app.py holds it to the code: every route documented and nothing else
+(`service_common.openapi.route_drift`), and every field of real responses in its schema.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +24,10 @@ OPENAPI: dict = {
     },
     "paths": {
         "/healthz": {"get": {"summary": "the process is alive",
-                             "responses": {"200": _json({"type": "object"}, "alive")}}},
+                             "responses": {"200": _json({"$ref": "#/components/schemas/Health"}, "alive")}}},
         "/readyz": {"get": {"summary": "the model is loaded and warmed",
-                            "responses": {"200": _json({"type": "object"}, "ready"),
-                                          "503": _json(_ERROR, "still loading")}}},
+                            "responses": {"200": _json({"$ref": "#/components/schemas/Ready"}, "ready"),
+                                          "503": _json(_ERROR, "still loading, or the model failed to load")}}},
         "/v1/info": {"get": {"summary": "model, weights, dimension and fingerprint",
                              "responses": {"200": _json({"$ref": "#/components/schemas/Info"}, "model info"),
                                            "503": _json(_ERROR, "still loading")}}},
@@ -52,8 +56,11 @@ OPENAPI: dict = {
                 },
             }
         },
-        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
-        "/openapi.json": {"get": {"summary": "this document", "responses": {"200": {"description": "JSON"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics",
+                             "responses": {"200": {"description": "text", "content": {"text/plain": {}}}}}},
+        "/openapi.json": {"get": {"summary": "this document",
+                                  "responses": {"200": {"description": "JSON",
+                                                        "content": {"application/json": {}}}}}},
     },
     "components": {
         "schemas": {
@@ -63,6 +70,9 @@ OPENAPI: dict = {
                     "code": {"type": "string"}, "message": {"type": "string"}}, "required": ["code", "message"]}},
                 "required": ["error"],
             },
+            "Health": {"type": "object", "properties": {"status": {"type": "string", "const": "ok"}}},
+            "Ready": {"type": "object", "properties": {"status": {"type": "string", "const": "ready"},
+                                                       "fingerprint": {"type": "string"}}},
             "Info": {
                 "type": "object",
                 "properties": {

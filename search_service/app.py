@@ -13,17 +13,20 @@ from search_service.errors import register_error_handlers
 from search_service.files import ImageFiles
 from search_service.guard import ModelGuard
 from search_service.metrics import Metrics
+from search_service.ports import CatalogPort, ExtractorPort
 from search_service.services import Services
 
 log = logging.getLogger(__name__)
 
 
-def create_app(config: Config | None = None, catalog: Catalog | None = None, extractor=None) -> Flask:
+def create_app(config: Config | None = None, catalog: CatalogPort | None = None,
+               extractor: ExtractorPort | None = None) -> Flask:
     """Build the search service app.
 
     `config` defaults to the environment (see search_service.config). The Milvus catalogue and the
-    extractor client are created here once unless passed in (tests pass fakes or their own); neither
-    connects until first used, so the service starts even while its dependencies are down.
+    extractor client are created here once unless passed in: anything that fits `search_service.ports`
+    will do (tests pass in-memory fakes). Neither real client connects until first used, so the service
+    starts even while its dependencies are down. A passed-in extractor also answers the health checks.
     """
     config = config or Config.from_env()
     app = Flask(__name__)
@@ -33,6 +36,7 @@ def create_app(config: Config | None = None, catalog: Catalog | None = None, ext
     # Long-lived resources, one set per app.
     if catalog is None:
         catalog = Catalog(config.milvus_uri, config.milvus_token, config.collection, config.milvus_timeout)
+    probe: ExtractorPort
     if extractor is None:
         extractor = ExtractorClient(config.extractor_url, config.extractor_connect_timeout,
                                     config.extractor_read_timeout, config.extractor_retries,

@@ -1,5 +1,8 @@
 """JSON errors for every failure: `{"error": {"code": ..., "message": ...}}`, never a stack trace.
 
+The envelope, `ApiError` and the handlers both services share live in `service_common.errors`; this module
+adds the search service's own mappings and wording.
+
 | raised | status |
 |---|---|
 | ApiError (bad input we detect) | its status (400, 401, 404, ...) |
@@ -14,40 +17,23 @@
 from __future__ import annotations
 
 import logging
-import re
 
-from flask import Flask, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, current_app
 
 from catalog.errors import CatalogError, DimensionMismatch, FingerprintMismatch
 from extractor_client import ExtractorRejected, ExtractorUnavailable
 from search_service.files import BadName
+from service_common.errors import ApiError, Wording, error_response, register_json_errors
+
+__all__ = ["ApiError", "error_response", "register_error_handlers"]
 
 log = logging.getLogger(__name__)
 
-
-class ApiError(Exception):
-    """A client error with a status, a machine-readable code and a message that says what to fix."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-
-
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra):
-    """The one shape of every error body."""
-    resp = jsonify({"error": {"code": code, "message": message, **extra}})
-    resp.status_code = status
-    for k, v in (headers or {}).items():
-        resp.headers[k] = v
-    return resp
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+WORDING = Wording(
+    body_too_large=(None, "the upload is larger than {limit} bytes; send a smaller image"),
+    too_many_parts=(None, "the request has too many multipart parts; send one 'image' part"),
+    internal=("internal", "internal error; the service log has the details"),
+)
 
 
 def _retry_after() -> dict[str, str]:
@@ -55,28 +41,12 @@ def _retry_after() -> dict[str, str]:
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Install the handlers in the table above."""
-
-    @app.errorhandler(ApiError)
-    def _api(exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    """Install the shared handlers and the search service's mappings in the table above."""
+    register_json_errors(app, WORDING)
 
     @app.errorhandler(BadName)
     def _bad_name(exc: BadName):
         return error_response(400, "bad_name", str(exc))
-
-    @app.errorhandler(HTTPException)
-    def _http(exc: HTTPException):
-        message = exc.description or exc.name
-        if exc.code == 413:
-            # Werkzeug raises 413 both for a body over the limit and for too many multipart parts.
-            limit = current_app.config["SEARCH"].max_upload_bytes
-            if _body_over(limit):
-                message = f"the upload is larger than {limit} bytes; send a smaller image"
-            else:
-                message = "the request has too many multipart parts; send one 'image' part"
-        headers = {k: v for k, v in exc.get_headers() if k.lower() in ("allow", "www-authenticate")}
-        return error_response(exc.code or 500, _snake(exc.name), message, headers)
 
     @app.errorhandler(ExtractorRejected)
     def _rejected(exc: ExtractorRejected):
@@ -112,24 +82,7 @@ def register_error_handlers(app: Flask) -> None:
             f"the vector database is unavailable ({_first_line(exc)}). Try again shortly.", _retry_after(),
         )
 
-    @app.errorhandler(Exception)
-    def _internal(exc: Exception):
-        if isinstance(exc, HTTPException):  # pragma: no cover - handled above
-            return _http(exc)
-        log.exception("unhandled error")
-        return error_response(500, "internal", "internal error; the service log has the details")
-
 
 def _first_line(exc: Exception, limit: int = 300) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:limit]
-
-
-def _body_over(limit: int) -> bool:
-    """Whether the request body went over `limit` (as opposed to werkzeug's part-count limit)."""
-    if request.content_length is not None:
-        return request.content_length > limit
-    try:  # chunked: no Content-Length; ask the limited input stream how far it read
-        return (getattr(request.stream, "_pos", 0) or 0) >= limit
-    except Exception:  # werkzeug refuses to hand out the stream of an over-long body
-        return True

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from catalog import Catalog
 from catalog import schema as S
 from catalog.errors import FingerprintMismatch
+from search_service.ports import CatalogPort, ExtractorPort
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class ExtractorInfo:
 class ModelGuard:
     """Cached fingerprints of the collection and the extractor, and the check between them."""
 
-    def __init__(self, catalog: Catalog, extractor: Any, ttl: float = 5.0,
+    def __init__(self, catalog: CatalogPort, extractor: ExtractorPort | None, ttl: float = 5.0,
                  clock: Callable[[], float] = time.monotonic):
         self.catalog = catalog
         self.extractor = extractor

@@ -1,4 +1,8 @@
-"""The OpenAPI 3.1 document served at `/openapi.json` (hand-written: the API is small and stable)."""
+"""The OpenAPI 3.1 document served at `/openapi.json` (hand-written: the API is small and stable).
+
+tests/search/test_openapi.py holds it to the code: every route documented and nothing else
+(`service_common.openapi.route_drift`), and every field of real responses in its schema.
+"""
 
 from __future__ import annotations
 
@@ -90,13 +94,15 @@ OPENAPI: dict = {
             "get": {
                 "summary": "Stored metadata of one image",
                 "parameters": [_NAME],
-                "responses": {"200": _json({"type": "object"}, "the image"), **_errors(404, 503)},
+                "responses": {"200": _json({"$ref": "#/components/schemas/Image"}, "the image"),
+                              **_errors(404, 503)},
             },
             "delete": {
                 "summary": "Remove an image and its file",
                 "security": [{"bearer": []}],
                 "parameters": [_NAME],
-                "responses": {"200": _json({"type": "object"}, "deleted"), **_errors(401, 404, 503)},
+                "responses": {"200": _json({"$ref": "#/components/schemas/Deleted"}, "deleted"),
+                              **_errors(401, 404, 503)},
             },
         },
         "/v1/images/{name}/file": {
@@ -106,14 +112,23 @@ OPENAPI: dict = {
                 "responses": {"200": {"description": "the file", "content": {"image/*": {}}}, **_errors(404)},
             }
         },
-        "/v1/stats": {"get": {"summary": "Catalogue size, fingerprint and index",
-                              "responses": {"200": _json({"type": "object"}, "stats"), **_errors(503)}}},
-        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
+        "/v1/stats": {"get": {"summary": "Catalogue size, fingerprint, model and index",
+                              "responses": {"200": _json({"$ref": "#/components/schemas/Stats"}, "stats"),
+                                            **_errors(503)}}},
+        "/healthz": {"get": {"summary": "Liveness",
+                             "responses": {"200": _json({"$ref": "#/components/schemas/Health"}, "alive")}}},
         "/readyz": {"get": {"summary": "Readiness: Milvus, collection loaded, extractor ready, same model",
-                            "responses": {"200": {"description": "ready"},
-                                          "503": {"description": "not ready; the body says why"}}}},
+                            "responses": {"200": _json({"$ref": "#/components/schemas/Ready"}, "ready"),
+                                          "503": _json({"$ref": "#/components/schemas/Ready"},
+                                                       "not ready; `message` says why")}}},
         "/metrics": {"get": {"summary": "Prometheus metrics",
-                             "responses": {"200": {"description": "text exposition"}}}},
+                             "responses": {"200": {"description": "text exposition",
+                                                   "content": {"text/plain": {}}}}}},
+        "/openapi.json": {"get": {"summary": "This document",
+                                  "responses": {"200": {"description": "OpenAPI 3.1",
+                                                        "content": {"application/json": {}}}}}},
+        "/": {"get": {"summary": "The search web page (HTML; its script and style are served from this origin)",
+                      "responses": {"200": {"description": "the page", "content": {"text/html": {}}}}}},
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
@@ -121,7 +136,12 @@ OPENAPI: dict = {
         "schemas": {
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {
                 "type": "object", "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                "properties": {
+                    "code": {"type": "string"}, "message": {"type": "string"},
+                    # Only on 409s: the two sides that do not match.
+                    "collection_fingerprint": {"type": "string"}, "extractor_fingerprint": {"type": "string"},
+                    "collection_dim": {"type": ["integer", "null"]}, "extractor_dim": {"type": "integer"},
+                },
             }}},
             "Hit": {"type": "object", "properties": {
                 "name": {"type": "string"}, "score": {"type": "number", "description": "cosine similarity"},
@@ -138,6 +158,37 @@ OPENAPI: dict = {
             "Stored": {"type": "object", "properties": {
                 "name": {"type": "string"}, "url": {"type": "string"}, "meta": {"type": "object"},
                 "replaced": {"type": "boolean"}, "fingerprint": {"type": "string"},
+            }},
+            "Image": {"type": "object", "required": ["name", "meta", "url", "file"], "properties": {
+                "name": {"type": "string"}, "meta": {"type": "object"}, "url": {"type": "string"},
+                "file": {"type": "boolean", "description": "whether the file is under IMAGE_ROOT"},
+            }},
+            "Deleted": {"type": "object", "properties": {
+                "name": {"type": "string"}, "deleted": {"type": "boolean"},
+                "file_removed": {"type": "boolean", "description": "whether a file was removed too"},
+            }},
+            "Stats": {"type": "object", "required": ["collection", "exists", "count"], "properties": {
+                "collection": {"type": "string"},
+                "exists": {"type": "boolean", "description": "false until the first image is added"},
+                "count": {"type": "integer"},
+                "fingerprint": {"type": ["string", "null"], "description": "of the model that built it"},
+                "model": {"type": ["string", "null"],
+                          "description": "the backbone that built it (the fingerprint without its hash)"},
+                "dim": {"type": ["integer", "null"]},
+                "index": {"type": "object", "properties": {
+                    "type": {"type": "string"}, "build_params": {"type": "object"},
+                    "search_params": {"type": "object"},
+                }},
+                "message": {"type": "string", "description": "how to fill an empty catalogue"},
+            }},
+            "Health": {"type": "object", "properties": {"status": {"type": "string", "const": "ok"}}},
+            "Ready": {"type": "object", "required": ["ready", "checks"], "properties": {
+                "ready": {"type": "boolean"},
+                "checks": {"type": "object", "description": "milvus, collection, extractor, fingerprint",
+                           "additionalProperties": {"type": "object",
+                                                    "properties": {"ok": {"type": "boolean"}},
+                                                    "additionalProperties": True}},
+                "message": {"type": "string", "description": "what is wrong (when not ready)"},
             }},
         },
     },

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
-from catalog import Catalog
 from search_service.config import Config
 from search_service.files import ImageFiles
 from search_service.guard import CollectionInfo, ModelGuard
 from search_service.metrics import Metrics
+from search_service.ports import CatalogPort, ExtractorPort
 
 
 @dataclass
@@ -18,9 +17,9 @@ class Services:
     """Catalogue, extractor client(s), model guard, image files and metrics of one app."""
 
     config: Config
-    catalog: Catalog
-    extractor: Any  # extractor_client.ExtractorClient or anything with info(), ready(), extract_one()
-    probe: Any  # the extractor client for health checks: short timeouts, no retries
+    catalog: CatalogPort
+    extractor: ExtractorPort
+    probe: ExtractorPort  # the extractor client for health checks: short timeouts, no retries
     guard: ModelGuard
     files: ImageFiles
     metrics: Metrics
@@ -44,6 +43,4 @@ class Services:
         """Release connections."""
         self.catalog.close()
         for client in {id(self.extractor): self.extractor, id(self.probe): self.probe}.values():
-            close = getattr(client, "close", None)
-            if close:
-                close()
+            client.close()

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from extractor_service.app import create_app
+from extractor_service.openapi import OPENAPI
 from extractor_service.preprocessing import load_image
+from service_common.openapi import route_drift, undocumented_fields
 
 
 def _files(*items):
@@ -172,3 +174,34 @@ def test_openapi_document_lists_the_endpoints(client):
     assert spec["openapi"].startswith("3.")
     assert {"/healthz", "/readyz", "/v1/info", "/v1/extract", "/metrics"} <= set(spec["paths"])
     assert "multipart/form-data" in spec["paths"]["/v1/extract"]["post"]["requestBody"]["content"]
+
+
+def test_openapi_document_matches_the_routes(small_app):
+    assert route_drift(small_app, OPENAPI) == []
+
+
+def test_openapi_document_covers_every_field_of_real_responses(client, varied, small_config):
+    def check(resp, path, method):
+        body = resp.get_json()
+        assert undocumented_fields(OPENAPI, path, method, resp.status_code, body) == [], (path, body)
+
+    for path in ("/healthz", "/readyz", "/v1/info"):
+        check(client.get(path), path, "get")  # /v1/info: preprocessing and why too
+    check(_post(client, ("a.jpg", varied["baseline.jpg"]), ("b.txt", b"junk")), "/v1/extract", "post")
+    check(client.post("/v1/extract", json={}), "/v1/extract", "post")  # 415
+    check(client.post("/v1/extract", data={"other": "x"}, content_type="multipart/form-data"), "/v1/extract",
+          "post")  # 400
+    check(_post(client, *[(f"{i}.jpg", b"x") for i in range(small_config.max_parts + 1)]), "/v1/extract",
+          "post")  # 413
+    release = threading.Event()
+
+    def never_loads(config, metrics=None):
+        release.wait(30)
+        raise RuntimeError("the test is over")
+
+    loading = create_app(small_config, loader=never_loads)
+    try:
+        for path in ("/readyz", "/v1/info"):
+            check(loading.test_client().get(path), path, "get")  # 503 while loading
+    finally:
+        release.set()

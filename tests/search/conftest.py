@@ -1,59 +1,44 @@
-"""Fixtures for the search service tests: a small fake extractor (unit tests only), apps around the real
-Milvus, a TCP fault-injecting proxy, and extra service processes."""
+"""Fixtures for the search service tests: in-memory fakes of the catalogue and the extractor (fakes.py), apps
+around either the fake or the real Milvus, a TCP fault-injecting proxy, and extra service processes.
+
+An app's catalogue is chosen by the `backend` fixture: "fake" (the default: unit tests, no servers) or
+"milvus" (the session's real Milvus, fresh collection). A test that must hold on both is decorated with
+`BOTH_CATALOGUES`; its "milvus" run is marked `integration`.
+"""
 
 from __future__ import annotations
 
-import io
 import socket
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from extractor_client import ExtractorRejected, ExtractorUnavailable
+from catalog import Catalog, CatalogError
 from search_service import Config, create_app
 from tests.conftest import jpeg_bytes
+from tests.search.fakes import FAKE_DIM, FAKE_FP, FakeCatalog, FakeExtractor
 
-FAKE_FP = "fake-model-v1"
-FAKE_DIM = 12
+__all__ = ["BOTH_CATALOGUES", "FAKE_DIM", "FAKE_FP", "FakeCatalog", "FakeExtractor", "colour_jpeg", "photo_files",
+           "wait_until"]
+
+# Run a test on the in-memory catalogue (unit) and on the real Milvus (integration).
+BOTH_CATALOGUES = pytest.mark.parametrize("backend", ["fake", pytest.param("milvus", marks=pytest.mark.integration)])
+
+REAL_MILVUS_TIMEOUT = 5.0  # seconds; bounds how long a call waits for a Milvus the proxy has cut
 
 
-class FakeExtractor:
-    """Stands in for ExtractorClient in unit tests: a 12-d vector from a 2x2 thumbnail of the picture.
-
-    The same picture always gives the same vector (score 1.0 against itself); undecodable bytes are
-    refused with 422 like the real extractor; `down = True` makes it unavailable.
-    """
-
-    def __init__(self, fingerprint: str = FAKE_FP):
-        self.fingerprint = fingerprint
-        self.down = False
-        self.calls = 0
-
-    def info(self) -> dict:
-        if self.down:
-            raise ExtractorUnavailable("extractor unavailable at fake: connection refused")
-        return {"fingerprint": self.fingerprint, "dim": FAKE_DIM}
-
-    def ready(self) -> bool:
-        return not self.down
-
-    def extract_one(self, name: str, data: bytes):
-        from PIL import Image, UnidentifiedImageError
-
-        self.calls += 1
-        if self.down:
-            raise ExtractorUnavailable("extractor unavailable at fake: connection refused")
-        try:
-            img = Image.open(io.BytesIO(data)).convert("RGB").resize((2, 2))
-        except (UnidentifiedImageError, OSError):
-            raise ExtractorRejected(422, "undecodable_image", f"{name}: cannot decode the image") from None
-        v = np.asarray(img, dtype=np.float32).reshape(-1) + 1.0
-        return v / np.linalg.norm(v), self.fingerprint
-
-    def close(self) -> None:
-        pass
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.2) -> object:
+    """Poll `predicate()` until it is truthy or `timeout` seconds pass; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
 
 
 def colour_jpeg(rgb: tuple[int, int, int], size: int = 16, seed: int = 0) -> bytes:
@@ -71,25 +56,79 @@ def fake_extractor() -> FakeExtractor:
 
 
 @pytest.fixture
-def make_app(milvus_server, collection_name, tmp_path):
-    """Build an app on the real Milvus (fresh collection) with a given extractor; drops the collection."""
+def backend() -> str:
+    """Which catalogue apps get: "fake" here; `BOTH_CATALOGUES` parametrizes it with "milvus" too."""
+    return "fake"
+
+
+@pytest.fixture
+def milvus_route(backend, request):
+    """For the "milvus" backend, a TcpProxy in front of the session's Milvus (to cut it); else None."""
+    if backend == "fake":
+        return None
+    milvus = request.getfixturevalue("milvus_server")
+    return request.getfixturevalue("tcp_proxy")(milvus.uri)
+
+
+@pytest.fixture
+def catalogue(backend, milvus_route, collection_name, request):
+    """The test's catalogue: a FakeCatalog, or a real Catalog on a fresh collection of the session's Milvus
+    (reached through `milvus_route`, dropped afterwards)."""
+    if backend == "fake":
+        yield FakeCatalog(collection_name)
+        return
+    assert backend == "milvus", backend
+    cat = Catalog(milvus_route.url, collection=collection_name, timeout=REAL_MILVUS_TIMEOUT)
+    yield cat
+    cat.close()
+    direct = Catalog(request.getfixturevalue("milvus_server").uri, collection=collection_name)
+    try:
+        direct.drop()  # not through the proxy: a test may have left it down
+    finally:
+        direct.close()
+
+
+class CatalogueSwitch:
+    """Takes the test's catalogue away and brings it back: the fake's `down` flag, or the proxy to Milvus."""
+
+    def __init__(self, catalog, proxy=None):
+        self.catalog = catalog
+        self.proxy = proxy
+
+    def down(self) -> None:
+        if self.proxy is not None:
+            self.proxy.down()
+        else:
+            self.catalog.down = True
+
+    def up(self) -> None:
+        if self.proxy is not None:
+            self.proxy.up()
+        else:
+            self.catalog.down = False
+
+
+@pytest.fixture
+def catalogue_switch(catalogue, milvus_route) -> CatalogueSwitch:
+    return CatalogueSwitch(catalogue, milvus_route)
+
+
+@pytest.fixture
+def make_app(catalogue, tmp_path):
+    """Build an app around the test's catalogue (see `backend`) with a given extractor and config values."""
     apps = []
 
     def _make(extractor, **config):
-        cfg = Config(milvus_uri=milvus_server.uri, collection=collection_name,
+        cfg = Config(milvus_uri=getattr(catalogue, "uri", "memory://fake-milvus"), collection=catalogue.collection,
                      image_root=str(tmp_path / "images"), guard_ttl=0.0, **config)
-        app = create_app(cfg, extractor=extractor)
+        app = create_app(cfg, catalog=catalogue, extractor=extractor)
         app.testing = True
         apps.append(app)
         return app
 
     yield _make
     for app in apps:
-        svc = app.extensions["search_service"]
-        try:
-            svc.catalog.drop()
-        finally:
-            svc.close()
+        app.extensions["search_service"].close()
 
 
 class TcpProxy:
@@ -232,10 +271,11 @@ def photo_catalogue(search_service, sample_photos) -> list[str]:
 
 @pytest.fixture
 def start_search_service(tmp_path, milvus_server, extractor_service):
-    """Start extra search service processes (own collection, own IMAGE_ROOT); stopped after the test."""
+    """Start extra search service processes (own collection, own IMAGE_ROOT); stopped and their collections
+    dropped after the test."""
     import uuid
 
-    from tests.procs import ServiceProcess
+    from devstack.processes import ServiceProcess
 
     started: list[ServiceProcess] = []
 
@@ -254,3 +294,10 @@ def start_search_service(tmp_path, milvus_server, extractor_service):
     yield _start
     for svc in started:
         svc.stop()
+        leftover = Catalog(milvus_server.uri, collection=svc.env["COLLECTION"])
+        try:
+            leftover.drop()
+        except CatalogError:
+            pass  # a teardown must not hide the test's own result
+        finally:
+            leftover.close()

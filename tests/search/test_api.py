@@ -1,4 +1,8 @@
-"""The JSON API on the real Milvus, with a small fake extractor (the real one is in test_service.py)."""
+"""The JSON API in-process, with a small fake extractor (the real one is in test_service.py).
+
+Apps are built around the in-memory catalogue (unit tests: no servers, milliseconds); the tests marked
+`BOTH_CATALOGUES` run on the real Milvus too (integration), so what the fake lets pass holds on Milvus.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,7 @@ import json
 
 import pytest
 
-from tests.search.conftest import FAKE_FP, FakeExtractor, colour_jpeg
-
-pytestmark = pytest.mark.integration
+from tests.search.conftest import BOTH_CATALOGUES, FAKE_FP, FakeExtractor, colour_jpeg, wait_until
 
 RED, GREEN, BLUE = (220, 30, 30), (30, 200, 40), (40, 40, 220)
 
@@ -41,6 +43,7 @@ def client(make_app, fake_extractor):
     return make_app(fake_extractor).test_client()
 
 
+@BOTH_CATALOGUES
 def test_empty_catalogue_says_so(client):
     resp = search(client, colour_jpeg(RED))
     assert resp.status_code == 200
@@ -50,6 +53,7 @@ def test_empty_catalogue_says_so(client):
     assert stats["count"] == 0 and stats["exists"] is False
 
 
+@BOTH_CATALOGUES
 def test_add_search_get_file_delete(client, tmp_path):
     red, green, blue = colour_jpeg(RED), colour_jpeg(GREEN, seed=1), colour_jpeg(BLUE, seed=2)
     resp = add(client, "cats/red.jpg", red, meta={"colour": "red"})
@@ -163,6 +167,7 @@ def test_writes_need_the_token_when_set(make_app, fake_extractor):
     assert client.delete("/v1/images/r.jpg", headers={"Authorization": "Bearer s3cret"}).status_code == 200
 
 
+@BOTH_CATALOGUES
 def test_model_mismatch_is_409_and_never_returns_results(make_app):
     good = FakeExtractor()
     app = make_app(good)
@@ -197,6 +202,27 @@ def test_extractor_down_is_503_with_retry_after_and_recovers(client, fake_extrac
     assert client.post("/v1/search", json={"name": "red.jpg"}).status_code == 200
     fake_extractor.down = False
     assert search(client, colour_jpeg(RED)).status_code == 200
+
+
+@BOTH_CATALOGUES
+def test_catalogue_down_is_503_with_retry_after_and_recovers(client, catalogue_switch, tmp_path):
+    assert add(client, "red.jpg", colour_jpeg(RED)).status_code == 201
+    catalogue_switch.down()
+    try:
+        resp = search(client, colour_jpeg(RED))
+        assert_error(resp, 503, "catalog_unavailable", "vector database is unavailable")
+        assert int(resp.headers["Retry-After"]) > 0
+        assert_error(add(client, "green.jpg", colour_jpeg(GREEN)), 503, "catalog_unavailable")
+        assert not (tmp_path / "images" / "green.jpg").exists()  # nothing stored when the row cannot be
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.get_json()["checks"]["milvus"]["ok"] is False
+        assert client.get("/healthz").status_code == 200
+    finally:
+        catalogue_switch.up()
+    # Recovers by itself: the next calls reconnect.
+    assert wait_until(lambda: search(client, colour_jpeg(RED)).status_code == 200, timeout=60)
+    assert search(client, colour_jpeg(RED)).get_json()["results"][0]["name"] == "red.jpg"
+    assert wait_until(lambda: client.get("/readyz").status_code == 200, timeout=60)
 
 
 def test_readyz_healthz_metrics_openapi(client):

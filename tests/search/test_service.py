@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from catalog import Catalog
-from tests.search.conftest import photo_files
+from tests.search.conftest import photo_files, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -74,15 +74,6 @@ def test_mismatched_collection_is_refused_with_both_fingerprints(start_search_se
         other.close()
 
 
-def _until(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.3)
-
-
 def test_dependencies_down_slow_and_back(start_search_service, tcp_proxy, milvus_server, extractor_service,
                                          sample_photos):
     """Extractor down, extractor hung, Milvus down: 503 + Retry-After; each recovers by itself."""
@@ -113,5 +104,5 @@ def test_dependencies_down_slow_and_back(start_search_service, tcp_proxy, milvus
         assert requests.get(svc.url + "/readyz", timeout=30).status_code == 503
         assert requests.get(svc.url + "/healthz", timeout=5).status_code == 200
         proxy.up()
-        assert _until(ok), f"{name}: did not recover by itself"
-        assert _until(lambda: requests.get(svc.url + "/readyz", timeout=30).status_code == 200), name
+        assert wait_until(ok), f"{name}: did not recover by itself"
+        assert wait_until(lambda: requests.get(svc.url + "/readyz", timeout=30).status_code == 200), name
