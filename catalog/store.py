@@ -110,6 +110,10 @@ class Catalog:
             self._props = {str(k): str(v) for k, v in (desc.get("properties") or {}).items()}
         return self._props
 
+    def collection_id(self) -> Any:
+        """Milvus's id of the collection: a dropped and re-created collection has another one."""
+        return self._call("describe_collection", self.collection).get("collection_id")
+
     def fingerprint(self) -> str | None:
         """The feature fingerprint recorded with the collection, or None when it has none."""
         return self.properties().get(S.PROP_FINGERPRINT) or None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from pathlib import Path
 
 import click
@@ -18,9 +19,12 @@ from catalog import Catalog, CatalogError
 from catalog.errors import CallFailed, MilvusUnavailable, NotLoaded
 from extractor_client import ExtractorRejected, ExtractorUnavailable
 from catalog.schema import INDEX_TYPES, IndexSpec
-from loader.bulk import FORMATS, S3Target
+from catalog.milvus23 import RESTART_GRACE_S
+from loader.bulk_files import FORMATS
 from loader.hdf5 import LayoutError
-from loader.importer import ImportOptions, import_h5
+from loader.importer import import_h5
+from loader.object_store import S3Target
+from loader.options import ImportOptions
 from loader.progress import Summary
 
 
@@ -113,12 +117,26 @@ def _s3_target(kw: dict) -> S3Target | None:
                     bucket=kw["s3_bucket"], prefix=kw["s3_prefix"], secure=kw["s3_secure"])
 
 
+def _restart_grace() -> float:
+    """LOADER_RESTART_GRACE: seconds before a bulk job failed by a Milvus restart is submitted again."""
+    text = os.environ.get("LOADER_RESTART_GRACE", "").strip()
+    try:
+        grace = float(text) if text else RESTART_GRACE_S
+    except ValueError:
+        grace = -1.0
+    if not 0 <= grace < float("inf"):
+        raise click.UsageError(f"LOADER_RESTART_GRACE={text!r}: give a number of seconds (default "
+                               f"{RESTART_GRACE_S:.0f})")
+    return grace
+
+
 def _import_opts(kw: dict, **more) -> ImportOptions:
     return ImportOptions(
         fingerprint=kw["fingerprint"], force=kw["force"], mode=kw["mode"], batch_size=kw["batch_size"],
         index=_index_spec(kw["index_type"], kw["index_params"]), bulk_dir=kw["bulk_dir"],
         bulk_rows=kw["bulk_rows"], bulk_format=kw["bulk_format"], bulk_s3=_s3_target(kw),
-        state_dir=kw["state_dir"], retry_seconds=kw["retry_seconds"], quiet=kw["quiet"], **more,
+        state_dir=kw["state_dir"], retry_seconds=kw["retry_seconds"], quiet=kw["quiet"],
+        restart_grace=_restart_grace(), **more,
     )
 
 

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from loader.bulk import BackgroundWriter, NpyJob, ParquetJob, job_writer, stage_chunk_rows
+from loader import bulk_files
+from loader.bulk_files import (
+    BackgroundWriter,
+    NpyJob,
+    ParquetJob,
+    job_writer,
+    remove_local,
+    stage_chunk_rows,
+    staging_root,
+)
+from loader.object_store import object_key
 
 
 def _chunks(n: int, dim: int, size: int):
@@ -118,22 +127,18 @@ def test_stage_chunks_are_cache_sized():
 
 
 def test_staging_goes_to_shared_memory_only_with_room(tmp_path, monkeypatch):
-    from loader import bulk
-
     shm = tmp_path / "shm"
     shm.mkdir()
     state = tmp_path / "state"
-    monkeypatch.setattr(bulk, "mem_available", lambda: 64 * 2**30)
-    assert bulk.staging_root(state, 10_000, 512, shm=shm) == shm / f"image-search-loader-{os.getuid()}"  # 46 MB: room
-    monkeypatch.setattr(bulk, "mem_available", lambda: 60 * 2**20)  # two 23 MB jobs want 92 MB free
-    assert bulk.staging_root(state, 10_000, 512, shm=shm) == state / "bulk"
-    monkeypatch.setattr(bulk, "mem_available", lambda: 64 * 2**30)
-    assert bulk.staging_root(state, 10_000, 512, shm=tmp_path / "none") == state / "bulk"
+    monkeypatch.setattr(bulk_files, "mem_available", lambda: 64 * 2**30)
+    assert staging_root(state, 10_000, 512, shm=shm) == shm / f"image-search-loader-{os.getuid()}"  # 46 MB: room
+    monkeypatch.setattr(bulk_files, "mem_available", lambda: 60 * 2**20)  # two 23 MB jobs want 92 MB free
+    assert staging_root(state, 10_000, 512, shm=shm) == state / "bulk"
+    monkeypatch.setattr(bulk_files, "mem_available", lambda: 64 * 2**30)
+    assert staging_root(state, 10_000, 512, shm=tmp_path / "none") == state / "bulk"
 
 
 def test_object_keys_are_unique_per_import(tmp_path):
-    from loader.bulk import object_key
-
     root = tmp_path / "bulk"
     a = root / "images-0123456789abcdef" / "rows-000000000000" / "vector.npy"
     b = root / "images-fedcba9876543210" / "rows-000000000000" / "vector.npy"
@@ -141,28 +146,13 @@ def test_object_keys_are_unique_per_import(tmp_path):
     assert object_key("", root, b) == "images-fedcba9876543210/rows-000000000000/vector.npy"
 
 
-def test_ctrl_c_during_an_import_rpc_waits_for_the_call(monkeypatch):
-    """Milvus 2.3 crashes when an import RPC is cancelled mid-flight (milvus-io/milvus#35539): an interrupt
-    arriving during the call is delivered once the call has returned, and the usual handler is back."""
-    import signal
-
-    from pymilvus import utility
-
-    from loader.bulk import ImportJobs
-
-    calls = []
-
-    def state(task, **kwargs):
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the call is in flight
-        time.sleep(0.05)  # the handler would run here, between bytecodes, if it were not held
-        calls.append(task)
-        return "Completed"
-
-    monkeypatch.setattr(utility, "get_bulk_insert_state", state)
-    jobs = ImportJobs.__new__(ImportJobs)  # no server: only the call wrapper is under test
-    jobs.alias, jobs.catalog = "unused", type("C", (), {"timeout": 1.0})()
-    before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt):
-        jobs._utility("get_bulk_insert_state", 7)
-    assert calls == [7]  # the call completed before the interrupt was raised
-    assert signal.getsignal(signal.SIGINT) is before
+def test_remove_local_deletes_files_and_npy_job_folders(tmp_path):
+    npy = tmp_path / "rows-000000000000"
+    npy.mkdir()
+    files = [npy / "name.npy", npy / "vector.npy"]
+    for f in files:
+        f.write_bytes(b"x")
+    parquet = tmp_path / "rows-000000001000.parquet"
+    parquet.write_bytes(b"x")
+    remove_local([str(f) for f in files] + [str(parquet), str(tmp_path / "gone.npy")])  # a gone file is fine
+    assert list(tmp_path.iterdir()) == []

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from catalog import Catalog
-from devstack.milvus_server import MilvusServer, free_port, port_open
-from tests.loader.conftest import run_loader, write_classic
-from tests.loader.test_kill_resume import _assert_exact, _start, _wait_rows
+from devstack.milvus_server import MilvusServer
+from devstack.processes import free_port, port_open
+from tests.loader.conftest import assert_exact, run_loader, start_loader, wait_rows, write_classic
 
 pytestmark = pytest.mark.integration
 
@@ -90,9 +90,9 @@ def test_bulk_import_through_the_bucket(s3_milvus, s3_catalog, tmp_path, state_d
     res = run_loader(*args, env=S3_ENV)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("read 2,500, imported 2,500, skipped 0, ")
-    _assert_exact(s3_catalog, names)
+    assert_exact(s3_catalog, names)
     assert _objects(endpoint, prefix) == []  # uploaded files are deleted once imported
-    # ...and so is the local staging folder, in memory or in the state dir (loader.bulk.staging_root)
+    # ...and so is the local staging folder, in memory or in the state dir (loader.bulk_files.staging_root)
     roots = [state_dir / "bulk", Path(f"/dev/shm/image-search-loader-{os.getuid()}")]
     assert not [p for root in roots if root.exists() for p in root.glob(f"{s3_catalog.collection}-*")]
 
@@ -104,14 +104,14 @@ def test_sigkill_loader_mid_upload_then_rerun(s3_milvus, s3_catalog, tmp_path, s
     args = ["import", str(tmp_path / "a.h5"), "--milvus-uri", server.uri, "--collection", s3_catalog.collection,
             *_s3_args(endpoint, "bulk-kill"), "--bulk-rows", "3000", "--batch-size", "400", "--index", "FLAT",
             "-q"]
-    proc = _start(args, {"LOADER_STATE_DIR": str(state_dir), **S3_ENV})
-    _wait_rows(state_dir, proc, rows // 2)
+    proc = start_loader(args, {"LOADER_STATE_DIR": str(state_dir), **S3_ENV})
+    wait_rows(state_dir, proc, rows // 2)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
     res = run_loader(*args, env=S3_ENV)
     assert res.returncode == 0, res.stderr
-    _assert_exact(s3_catalog, names)
+    assert_exact(s3_catalog, names)
     assert _objects(endpoint, "bulk-kill") == []
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -71,7 +73,7 @@ def test_milvus_unreachable_is_one_line(tmp_path, state_dir):
 
 
 def test_bulk_mode_imports_via_real_import_jobs(milvus_server, catalog, tmp_path, state_dir):
-    """Parquet files + do_bulk_insert on the real server (local storage, same filesystem)."""
+    """.npy column files (the default) + import jobs on the real server (local storage, same filesystem)."""
     _, names = write_classic(tmp_path / "a.h5", 2500, dim=8, attrs={"fingerprint": "fp"})
     with __import__("h5py").File(tmp_path / "a.h5", "r+") as f:
         f["dataset_1"][10] = 0  # skipped, counted
@@ -103,23 +105,24 @@ def test_bulk_mode_frees_staged_files_once_read_and_flushes_only_upserts(milvus_
                                                                           state_dir, monkeypatch):
     """Staged files are deleted when the job is Persisted (read by the server), not after the completion
     timer; a completed import job needs no flush, rows upserted through the insert path do."""
-    from loader import bulk
-    from loader.importer import ImportOptions, import_h5
+    from catalog.import_jobs import ImportJobs, Phase
+    from loader.importer import import_h5
+    from loader.options import ImportOptions
 
     _, names = write_classic(tmp_path / "a.h5", 1200, dim=8)
     stage = tmp_path / "stage"
     seen: list[tuple[str, bool]] = []  # (state the loader was told, were staged files on disk)
-    real_state = bulk.ImportJobs.state
+    real_state = ImportJobs.state
 
     def recorded_state(self, task):
-        name, reason, rows = real_state(self, task)
-        if name == "Completed" and not any(s == "Persisted" for s, _ in seen):
+        st = real_state(self, task)
+        if st.name == "Completed" and not any(s == "Persisted" for s, _ in seen):
             # The server's 2-s flip timer may pass between two polls; make sure the loader sees the state.
-            name = "Persisted"
-        seen.append((name, any(stage.rglob("*.npy"))))
-        return name, reason, rows
+            st = dataclasses.replace(st, name="Persisted", phase=Phase.READ)
+        seen.append((st.name, any(stage.rglob("*.npy"))))
+        return st
 
-    monkeypatch.setattr(bulk.ImportJobs, "state", recorded_state)
+    monkeypatch.setattr(ImportJobs, "state", recorded_state)
     flushes = []
     real_flush = type(catalog).flush
     monkeypatch.setattr(type(catalog), "flush", lambda self: (flushes.append(1), real_flush(self))[1])

@@ -3,50 +3,32 @@ file's valid rows, each name once."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from catalog import Catalog
-from devstack.milvus_server import MilvusServer, free_port
-from tests.loader.conftest import REPO, all_names, run_loader, write_classic
+from devstack.milvus_server import MilvusServer
+from devstack.processes import free_port
+from tests.loader.conftest import (
+    assert_exact,
+    record_jobs,
+    records,
+    run_loader,
+    start_loader,
+    wait_job_submitted,
+    wait_rows,
+    wait_until,
+    write_classic,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROWS, DIM, BATCH = 12_000, 32, 400  # ROWS stays under one query page (16,384)
-
-
-def _start(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "loader", *args], cwd=REPO, env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_rows(state_dir, proc: subprocess.Popen, rows: int, timeout: float = 120) -> int:
-    """Poll the resume record until at least `rows` rows are acknowledged; returns what it saw."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for p in state_dir.glob("*.json"):
-            try:
-                done = json.loads(p.read_text()).get("rows_done", 0)
-            except ValueError:
-                continue
-            if done >= rows:
-                return done
-        assert proc.poll() is None, f"loader ended before row {rows}: {proc.communicate()}"
-        time.sleep(0.005)
-    raise TimeoutError(f"no progress to row {rows}")
-
-
-def _assert_exact(catalog: Catalog, names: list[str]) -> None:
-    stored = all_names(catalog)
-    assert catalog.count() == len(names)
-    assert len(stored) == len(names) and sorted(stored) == sorted(names)
+# The import-RPC panic (below) takes the server down within milliseconds of the loader's death; a server
+# that survives gives no sign, so it is watched this long.
+PANIC_SECONDS = 2.0
 
 
 @pytest.mark.parametrize("kill_at", [BATCH, ROWS // 2, ROWS - 2 * BATCH], ids=["first", "mid", "end"])
@@ -54,15 +36,15 @@ def test_sigkill_loader_then_rerun(milvus_server, catalog, tmp_path, state_dir, 
     _, names = write_classic(tmp_path / "a.h5", ROWS, dim=DIM)
     args = ["import", str(tmp_path / "a.h5"), "--milvus-uri", milvus_server.uri,
             "--collection", catalog.collection, "--batch-size", str(BATCH), "-q"]
-    proc = _start(args, {"LOADER_STATE_DIR": str(state_dir)})
-    seen = _wait_rows(state_dir, proc, kill_at)
+    proc = start_loader(args, {"LOADER_STATE_DIR": str(state_dir)})
+    seen = wait_rows(state_dir, proc, kill_at)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL and seen < ROWS
     res = run_loader(*args)
     assert res.returncode == 0, res.stderr
     assert "resumed after row" in res.stdout and res.stdout.startswith(f"read {ROWS:,}, imported {ROWS:,},")
-    _assert_exact(catalog, names)
+    assert_exact(catalog, names)
 
 
 @pytest.fixture
@@ -94,44 +76,27 @@ def test_sigkill_loader_in_bulk_mode_then_rerun(server, tmp_path, state_dir, fil
     args = ["import", str(tmp_path / "a.h5"), "--milvus-uri", server.uri, "--collection", "killed",
             "--batch-size", str(BATCH), "--mode", "bulk", "--bulk-dir", str(tmp_path / "stage"),
             "--bulk-rows", "3000", "-q"]
-    proc = _start(args, {"LOADER_STATE_DIR": str(state_dir)})
-    _wait_rows(state_dir, proc, ROWS // 2)
+    proc = start_loader(args, {"LOADER_STATE_DIR": str(state_dir)})
+    wait_rows(state_dir, proc, ROWS // 2)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
-    time.sleep(0.5)  # a panic takes the server down within milliseconds
-    if not server.running:
+    if wait_until(lambda: not server.running, PANIC_SECONDS):
         assert _import_rpc_panic(server), server._log_tail()
         server.start()
         catalog.reset()
     if files == "lost":
-        (record,) = [json.loads(p.read_text()) for p in state_dir.glob("*.json")]
-        open_jobs = [j for j in record["jobs"] if j["status"] != "done"]
+        (record,) = records(state_dir)
+        open_jobs = [j for j in record_jobs(record) if j["state"] != "done"]
         assert open_jobs, record  # the kill left a job to finish, whose files now go
         shutil.rmtree(tmp_path / "stage")
         args.remove("-q")  # the rerun's warnings are what says the files were written again
     res = run_loader(*args, timeout=300)  # default --retry-seconds: rides out a restarted Milvus
     assert res.returncode == 0, res.stderr
-    if files == "lost" and any(j["status"] == "staged" for j in open_jobs):
+    if files == "lost" and any(j["state"] == "staged" for j in open_jobs):
         assert "are gone; writing them again" in res.stderr
-    _assert_exact(catalog, names)
+    assert_exact(catalog, names)
     catalog.close()
-
-
-def _wait_job(state_dir, proc: subprocess.Popen, later: bool, timeout: float = 120) -> None:
-    """Poll the resume record until the first job (or a later one) has been submitted to Milvus."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for p in state_dir.glob("*.json"):
-            try:
-                jobs = json.loads(p.read_text()).get("jobs", [])
-            except ValueError:
-                continue
-            if any(j["status"] == "submitted" and (j["first"] > 0) == later for j in jobs):
-                return
-        assert proc.poll() is None, f"loader ended before the job: {proc.communicate()}"
-        time.sleep(0.005)
-    raise TimeoutError("no job submitted")
 
 
 # Bulk mode: Milvus 2.3 fails the jobs that were running when it restarts, and for one session TTL may send
@@ -144,11 +109,11 @@ def test_sigkill_milvus_then_rerun(server, tmp_path, state_dir, mode, kill_at):
             "--batch-size", str(BATCH), "-q"]
     if mode == "bulk":
         args += ["--mode", "bulk", "--bulk-dir", str(tmp_path / "stage"), "--bulk-rows", "3000"]
-    proc = _start([*args, "--retry-seconds", "1"], {"LOADER_STATE_DIR": str(state_dir)})
+    proc = start_loader([*args, "--retry-seconds", "1"], {"LOADER_STATE_DIR": str(state_dir)})
     if mode == "bulk":
-        _wait_job(state_dir, proc, later=kill_at == "later job")
+        wait_job_submitted(state_dir, proc, later=kill_at == "later job")
     else:
-        _wait_rows(state_dir, proc, ROWS // 2)
+        wait_rows(state_dir, proc, ROWS // 2)
     server.kill()
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and err.strip().startswith("Error: "), err
@@ -161,5 +126,5 @@ def test_sigkill_milvus_then_rerun(server, tmp_path, state_dir, mode, kill_at):
     assert res.returncode == 0, res.stderr
     if mode == "bulk":  # the job killed mid-import was failed by the restart, then imported again
         assert "Milvus restarted during import job" in res.stderr, res.stderr
-    _assert_exact(catalog, names)
+    assert_exact(catalog, names)
     catalog.close()

@@ -1,0 +1,14 @@
+"""The insert path's write, shared by both modes: insert mode writes every row with it, bulk mode the rows
+whose name is already stored (import jobs insert; they cannot replace a row)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from catalog import Catalog
+from catalog.retry import with_retry
+
+
+def upsert_rows(catalog: Catalog, names: list[str], vectors: np.ndarray, retry_seconds: float) -> int:
+    """Upsert one batch by name (idempotent), retrying while Milvus comes back."""
+    return with_retry(lambda: catalog.upsert(names, vectors), retry_seconds)
