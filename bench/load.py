@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from catalog import Catalog  # noqa: E402
-from loader.bulk import staging_root  # noqa: E402
+from loader.bulk_files import staging_root  # noqa: E402
 from devstack.milvus_server import MilvusServer  # noqa: E402
 from devstack.processes import free_port  # noqa: E402
 
@@ -250,7 +250,7 @@ def main() -> int:
             print(f"naive loader (extrapolated): {naive:,.0f} rows/s", flush=True)
             ins, ins_index, ins_rss = run_ours(server.uri, path, "ours_insert", ["--index", index], tmp / "s1")
             # Staged files go where the loader's docs advise for a server on this machine: shared memory
-            # when it has room (loader.bulk.staging_root), so the disk is the server's alone.
+            # when it has room (loader.bulk_files.staging_root), so the disk is the server's alone.
             stage = staging_root(tmp, min(rows, 1_000_000), DIM) / f"bench-load-{os.getpid()}"
             print(f"bulk staging in {stage.parent}", flush=True)
             try:

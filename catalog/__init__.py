@@ -2,7 +2,9 @@
 
 - `catalog.schema`: collection schema, index and search parameters (the one place they live).
 - `catalog.store`: `Catalog`, a thin `MilvusClient` wrapper with the few calls we make.
-- `catalog.errors`: what a Milvus call can end in.
+- `catalog.errors`: what a Milvus call can end in (typed); `catalog.retry`: bounded retries of them.
+- `catalog.filters`: search filters on metadata -> Milvus expressions (every value quoted).
+- `catalog.import_jobs`: Milvus bulk-import jobs; `catalog.milvus23`: what only Milvus 2.3 needs.
 """
 
 from catalog.errors import CatalogError, FingerprintMismatch

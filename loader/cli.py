@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 from pathlib import Path
 
 import click
@@ -19,7 +18,7 @@ from catalog import Catalog, CatalogError
 from catalog.errors import CallFailed, MilvusUnavailable, NotLoaded
 from extractor_client import ExtractorRejected, ExtractorUnavailable
 from catalog.schema import INDEX_TYPES, IndexSpec
-from catalog.milvus23 import RESTART_GRACE_S
+from loader.settings import LoaderSettings, env
 from loader.bulk_files import FORMATS
 from loader.hdf5 import LayoutError
 from loader.importer import import_h5
@@ -41,14 +40,27 @@ def _fail(exc: Exception, uri: str = "") -> click.ClickException:
     return click.ClickException(text)
 
 
+def _settings() -> LoaderSettings:
+    """The environment's settings; a bad variable is a usage error that names it (exit code 2)."""
+    try:
+        return env()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _env(field: str):
+    """A click default read from the environment (loader/settings.py) when the option is not given."""
+    return lambda: getattr(_settings(), field)
+
+
 def milvus_options(fn):
     """--collection, --milvus-uri, --token."""
 
-    @click.option("--collection", envvar="COLLECTION", default="images", show_default=True,
+    @click.option("--collection", default=_env("collection"), show_default="images",
                   help="Collection name (env COLLECTION).")
-    @click.option("--milvus-uri", envvar="MILVUS_URI", default="http://127.0.0.1:19530", show_default=True,
+    @click.option("--milvus-uri", default=_env("milvus_uri"), show_default="http://127.0.0.1:19530",
                   help="Milvus endpoint (env MILVUS_URI).")
-    @click.option("--token", envvar="MILVUS_TOKEN", default="", help="Milvus credentials (env MILVUS_TOKEN).")
+    @click.option("--token", default=_env("milvus_token"), help="Milvus credentials (env MILVUS_TOKEN).")
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         return fn(*args, **kwargs)
@@ -74,20 +86,20 @@ def import_options(fn):
                   help="Bulk mode: rows per import job.")
     @click.option("--bulk-format", type=click.Choice(FORMATS), default="npy", show_default=True,
                   help="Bulk mode: .npy column files (fastest here) or Parquet.")
-    @click.option("--s3-endpoint", envvar="S3_ENDPOINT", default=None,
+    @click.option("--s3-endpoint", default=_env("s3_endpoint"),
                   help="Bulk mode on object storage: Milvus's MinIO/S3 as host:port (env S3_ENDPOINT); files "
                        "are staged in --bulk-dir or the state dir, then uploaded.")
-    @click.option("--s3-bucket", envvar="S3_BUCKET", default="a-bucket", show_default=True,
+    @click.option("--s3-bucket", default=_env("s3_bucket"), show_default="a-bucket",
                   help="Milvus's bucket (its minio.bucketName; env S3_BUCKET).")
-    @click.option("--s3-prefix", envvar="S3_PREFIX", default="bulk-import", show_default=True,
-                  help="Key prefix of the uploaded files (deleted once imported).")
-    @click.option("--s3-access-key", envvar="S3_ACCESS_KEY", default="minioadmin", show_default=True,
+    @click.option("--s3-prefix", default=_env("s3_prefix"), show_default="bulk-import",
+                  help="Key prefix of the uploaded files (deleted once imported; env S3_PREFIX).")
+    @click.option("--s3-access-key", default=_env("s3_access_key"), show_default="minioadmin",
                   help="env S3_ACCESS_KEY.")
-    @click.option("--s3-secret-key", envvar="S3_SECRET_KEY", default="minioadmin", show_default=False,
+    @click.option("--s3-secret-key", default=_env("s3_secret_key"), show_default=False,
                   help="env S3_SECRET_KEY (default minioadmin).")
-    @click.option("--s3-secure/--no-s3-secure", envvar="S3_SECURE", default=False, show_default=True,
+    @click.option("--s3-secure/--no-s3-secure", default=_env("s3_secure"), show_default="no-s3-secure",
                   help="HTTPS to the object store (env S3_SECURE).")
-    @click.option("--state-dir", type=click.Path(file_okay=False), default=None, envvar="LOADER_STATE_DIR",
+    @click.option("--state-dir", type=click.Path(file_okay=False), default=None,
                   help="Where resume records live (env LOADER_STATE_DIR; default ~/.cache/image-search/loader).")
     @click.option("--retry-seconds", type=float, default=60.0, show_default=True,
                   help="How long to wait for a lost Milvus before giving up (the run stays resumable).")
@@ -117,26 +129,13 @@ def _s3_target(kw: dict) -> S3Target | None:
                     bucket=kw["s3_bucket"], prefix=kw["s3_prefix"], secure=kw["s3_secure"])
 
 
-def _restart_grace() -> float:
-    """LOADER_RESTART_GRACE: seconds before a bulk job failed by a Milvus restart is submitted again."""
-    text = os.environ.get("LOADER_RESTART_GRACE", "").strip()
-    try:
-        grace = float(text) if text else RESTART_GRACE_S
-    except ValueError:
-        grace = -1.0
-    if not 0 <= grace < float("inf"):
-        raise click.UsageError(f"LOADER_RESTART_GRACE={text!r}: give a number of seconds (default "
-                               f"{RESTART_GRACE_S:.0f})")
-    return grace
-
-
 def _import_opts(kw: dict, **more) -> ImportOptions:
     return ImportOptions(
         fingerprint=kw["fingerprint"], force=kw["force"], mode=kw["mode"], batch_size=kw["batch_size"],
         index=_index_spec(kw["index_type"], kw["index_params"]), bulk_dir=kw["bulk_dir"],
         bulk_rows=kw["bulk_rows"], bulk_format=kw["bulk_format"], bulk_s3=_s3_target(kw),
         state_dir=kw["state_dir"], retry_seconds=kw["retry_seconds"], quiet=kw["quiet"],
-        restart_grace=_restart_grace(), **more,
+        restart_grace=_settings().restart_grace, **more,
     )
 
 
@@ -176,7 +175,7 @@ def import_cmd(file, vectors, names, dry_run, collection, milvus_uri, token, **k
 @cli.command("extract")
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="HDF5 file to write.")
-@click.option("--extractor-url", envvar="EXTRACTOR_URL", default="http://127.0.0.1:8001", show_default=True,
+@click.option("--extractor-url", default=_env("extractor_url"), show_default="http://127.0.0.1:8001",
               help="Extractor service URL(s), comma-separated (env EXTRACTOR_URL).")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Extract requests in flight.")
@@ -197,7 +196,7 @@ def extract_cmd(directory, output, extractor_url, concurrency, images_per_reques
 
 @cli.command("index")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--extractor-url", envvar="EXTRACTOR_URL", default="http://127.0.0.1:8001", show_default=True,
+@click.option("--extractor-url", default=_env("extractor_url"), show_default="http://127.0.0.1:8001",
               help="Extractor service URL(s), comma-separated (env EXTRACTOR_URL).")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--images-per-request", type=click.IntRange(1, 256), default=8, show_default=True)

@@ -39,9 +39,10 @@ JOB_RESTARTS = 5  # imports of one job a server restart may fail before those co
 
 
 def default_state_dir() -> Path:
-    """LOADER_STATE_DIR, else ~/.cache/image-search/loader."""
-    env = os.environ.get("LOADER_STATE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "image-search" / "loader"
+    """LOADER_STATE_DIR, else ~/.cache/image-search/loader (loader/settings.py)."""
+    from loader.settings import state_dir
+
+    return state_dir()
 
 
 class JobState(str, enum.Enum):
