@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -33,6 +34,38 @@ def port_open(host: str, port: int) -> bool:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (ip_local_port_range)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def listen_port(taken: set[int], check_free: bool) -> int:
+    """A port for a Milvus component to listen on, below the ephemeral range: there, no outgoing
+    connection (Milvus's own, e.g. to its etcd, included) can be holding it when the component binds."""
+    low, _ = ephemeral_ports()
+    pick = random.Random()
+    for _ in range(1000):
+        port = pick.randint(10_000, max(10_001, low - 1))
+        if port not in taken and (not check_free or bindable(port)):
+            return port
+    return free_port()
+
+
+def bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on host:port now (SO_REUSEADDR, as Milvus's Go listeners use)."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
 
 
 class ServiceProcess:

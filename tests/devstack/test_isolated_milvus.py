@@ -13,7 +13,8 @@ import psutil
 import pytest
 
 from devstack import milvus_server as ms
-from devstack.milvus_server import MilvusServer, ephemeral_ports
+from devstack.milvus_server import MilvusServer
+from devstack.processes import ephemeral_ports
 from devstack.processes import free_port
 from devstack.netns import netns_id
 

@@ -22,17 +22,14 @@ from tests.reliability.helpers import assert_json_error, multipart, post_parts, 
 pytestmark = pytest.mark.integration
 
 CASES = image_cases()
-RSS: dict[str, list[int]] = {}  # service -> [baseline, ...], filled by the module fixture
 
 
 @pytest.fixture(scope="module", autouse=True)
-def warm_and_measure(extractor_service, search_service, session_catalogue):
-    """Warm both services up (one search), then record their RSS before the corpus."""
+def baseline_rss(extractor_service, search_service, session_catalogue) -> dict[str, int]:
+    """Warm both services up (one search), then their RSS before any case of this module is sent."""
     jpeg = _save(photo(), "JPEG")
     assert requests.post(search_service.url + "/v1/search", files={"image": ("w.jpg", jpeg)}, timeout=60).ok
-    RSS["extractor"] = [tree_rss(extractor_service.pids)]
-    RSS["search"] = [tree_rss(search_service.pids)]
-    yield
+    return {"extractor": tree_rss(extractor_service.pids), "search": tree_rss(search_service.pids)}
 
 
 def check_extractor(resp: requests.Response, expect: str, case: str) -> None:
@@ -298,7 +295,7 @@ def test_search_names_the_part_count_for_too_many_parts(search_service):
 
 # -- last: the services survived all of it, within bounded memory ------------------------------------------
 
-def test_services_stay_up_and_memory_stays_bounded(extractor_service, search_service):
+def test_services_stay_up_and_memory_stays_bounded(extractor_service, search_service, baseline_rss):
     """After the corpus, both services answer health and readiness, and neither grew its RSS by more
     than 20% over its warmed-up size (the bad cases are refused before any pixel is decoded)."""
     # Replay the refused cases once more so this check means something when run on its own.
@@ -310,8 +307,8 @@ def test_services_stay_up_and_memory_stays_bounded(extractor_service, search_ser
         assert requests.get(svc.url + "/healthz", timeout=10).status_code == 200
         assert requests.get(svc.url + "/readyz", timeout=30).status_code == 200, svc.tail()
     after = {"extractor": tree_rss(extractor_service.pids), "search": tree_rss(search_service.pids)}
-    report = {k: f"{RSS[k][0] / 2**20:.0f} -> {after[k] / 2**20:.0f} MiB" for k in after}
+    report = {k: f"{baseline_rss[k] / 2**20:.0f} -> {after[k] / 2**20:.0f} MiB" for k in after}
     print("RSS before/after the corpus:", report)
     for k in after:
-        assert after[k] < RSS[k][0] * 1.20, f"{k} grew more than 20%: {report}"
+        assert after[k] < baseline_rss[k] * 1.20, f"{k} grew more than 20%: {report}"
     assert "Traceback" not in extractor_service.tail(200_000), "the extractor logged an unexpected error"

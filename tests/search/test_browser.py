@@ -139,7 +139,7 @@ def test_empty_catalogue_message(page_for, start_search_service, sample_photos, 
 
 
 def test_unreachable_database_message(page_for, start_search_service, tmp_path):
-    from devstack.milvus_server import free_port
+    from devstack.processes import free_port
 
     svc = start_search_service(MILVUS_URI=f"http://127.0.0.1:{free_port()}", MILVUS_TIMEOUT="2")
     page = page_for(svc.url)
