@@ -86,6 +86,21 @@ class Backbone(ABC):
         return f"{self.name}-{digest[:16]}"
 
 
+def pooled_model(base, feature_layer: str, pooling: str, name: str):
+    """`base` cut at `feature_layer`, globally max- or average-pooled: the model a fingerprint describes.
+
+    The same two constants (`Backbone.feature_layer`, `Backbone.pooling`) build the model and go into the
+    fingerprint, so the fingerprint cannot say one thing while the model does another.
+    """
+    import keras
+
+    pools = {"max": keras.layers.GlobalMaxPooling2D, "avg": keras.layers.GlobalAveragePooling2D}
+    if pooling not in pools:
+        raise ValueError(f"pooling must be max or avg, not {pooling!r}")
+    features = base.get_layer(feature_layer).output
+    return keras.Model(base.inputs, pools[pooling](name=f"global_{pooling}_pool")(features), name=name)
+
+
 def keras_cache_dir() -> Path:
     """Keras's cache directory, computed as Keras does ($KERAS_HOME, else ~/.keras, else /tmp/.keras)."""
     if "KERAS_HOME" in os.environ:

