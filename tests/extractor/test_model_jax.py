@@ -35,7 +35,7 @@ SIZE = 64
 
 
 def seeded_vgg16_file(path: Path, seed: int = 16) -> Path:
-    """VGG16 conv weights from `numpy.random.default_rng(seed)`, as bench/_gpu_extract.py writes them."""
+    """VGG16 conv weights from `numpy.random.default_rng(seed)`, as bench/_gpu_weights.py writes them."""
     import h5py
 
     from extractor_service.backbones.vgg16 import EXPECTED_SHAPES, VGG16_CONV_LAYERS
