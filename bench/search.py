@@ -29,6 +29,11 @@ scikit-image sample photos added through POST /v1/images to the 100k collection,
 Reports the client's wall time, the service's stages (`took_ms`) and the service's own overhead: client
 wall time minus extractor and Milvus time.
 
+Search features (bench/_search_features.py): filtered search at the largest size (a filter keeping 10%,
+through a declared scalar field and through the JSON path) against unfiltered; a batch of 16 images in
+one request against 16 single requests; near-duplicate groups through the index against the brute-force
+N^2 scan on vectors with planted near-copies (100k; 20k with --quick).
+
 Milvus segments: every query visits every sealed segment, so on 2 cores fewer, larger segments are
 faster. `--segment-mb` (default 4096) sets, in the rendered milvus.yaml, `dataCoord.segment.maxSize` to
 it, `sealProportion` to 1 and `maxBinlogFileNumber` to segment-mb/16 (a growing segment is also sealed
@@ -59,6 +64,10 @@ from catalog import DEFAULT_INDEX, Catalog  # noqa: E402
 from catalog import schema as S  # noqa: E402
 from devstack.milvus_server import MilvusServer  # noqa: E402
 from devstack.processes import ServiceProcess, free_port  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from _search_features import (SHARD_FIELD, bench_batch, bench_duplicates, bench_filtered,  # noqa: E402
+                              planted_duplicates, shard_meta)
 
 DIM = 512
 TOP_K = 10
@@ -163,16 +172,16 @@ class BenchMilvus(MilvusServer):
 
 
 def load_collection(cat: Catalog, vectors: np.ndarray, fingerprint: str, prefix: str = "img") -> dict[str, float]:
-    """Create, insert in 10k batches, flush, index, load; returns the seconds each step took."""
+    """Create, insert in 10k batches, flush, index, load; returns the seconds each step took. Every row
+    carries `meta.shard` (row % 10), also a declared scalar field: the filtered search's 10%."""
     took = {}
     cat.drop()
-    cat.create(DIM, fingerprint, index=None)
+    cat.create(DIM, fingerprint, index=None, scalar_fields=SHARD_FIELD)
     t = time.perf_counter()
     for start in range(0, len(vectors), BATCH):
         chunk = vectors[start:start + BATCH]
-        rows = [{S.NAME_FIELD: f"{prefix}_{start + i:07d}.jpg", S.VECTOR_FIELD: v, S.META_FIELD: {}}
-                for i, v in enumerate(chunk)]
-        cat.client.insert(cat.collection, rows, timeout=300)
+        cat.upsert([f"{prefix}_{start + i:07d}.jpg" for i in range(len(chunk))], chunk,
+                   shard_meta(start, len(chunk)))
     took["insert"] = time.perf_counter() - t
     t = time.perf_counter()
     cat.flush()
@@ -238,7 +247,7 @@ def label(n: int) -> str:
 
 
 def bench_size(cat: Catalog, tmp: Path, vectors: np.ndarray, queries: np.ndarray, tag: str,
-               fingerprint: str = BENCH_FINGERPRINT) -> dict:
+               fingerprint: str = BENCH_FINGERPRINT, filtered: bool = False) -> dict:
     """Baseline and ours on one data set; prints the RESULT lines."""
     n = len(vectors)
     h5 = tmp / f"{tag}.h5"
@@ -257,6 +266,8 @@ def bench_size(cat: Catalog, tmp: Path, vectors: np.ndarray, queries: np.ndarray
         ours, base = pct(ann_ms, p), pct(classic_ms, p)
         print(f"RESULT search_p{p}_{tag} ours={ours:.2f}ms baseline={base:.2f}ms ratio={base / ours:.1f}", flush=True)
     print(f"RESULT recall_at_10_{tag} value={recall:.4f}", flush=True)
+    if filtered:
+        bench_filtered(cat, vectors, queries, ann_ms, tag)
     return {"recall": recall, "ann_ms": ann_ms, "classic_ms": classic_ms}
 
 
@@ -328,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end service part")
     parser.add_argument("--no-gaussian", action="store_true", help="skip the Gaussian worst case")
     parser.add_argument("--no-broad", action="store_true", help="skip the broad (ImageNet-like) data set")
+    parser.add_argument("--no-duplicates", action="store_true", help="skip the near-duplicate groups")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in (args.sizes or ("100000" if args.quick else "100000,1000000")).split(",")]
@@ -357,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                 # The service part searches this collection, so it must carry the extractor's fingerprint.
                 extractor.wait_ready(timeout=300)
                 fingerprint = requests.get(f"{extractor.url}/v1/info", timeout=10).json()["fingerprint"]
-            bench_size(cat, tmp, vectors, queries, f"{label(n)}", fingerprint)
+            bench_size(cat, tmp, vectors, queries, f"{label(n)}", fingerprint, filtered=n == max(sizes))
             del vectors
             if i == 0:
                 kept = cat
@@ -371,6 +383,15 @@ def main(argv: list[str] | None = None) -> int:
             cat = Catalog(server.uri, collection="broad", timeout=60)
             bench_size(cat, tmp, vectors, queries, f"broad_{label(n)}")
             cat.drop()
+        if not args.no_duplicates:
+            n = 20_000 if args.quick else sizes[0]
+            gen = VggLikeVectors(n_clusters=max(100, n // 100), seed=args.seed + 200, **PRESETS["broad"])
+            vectors = planted_duplicates(gen.sample(n, rng), rng)
+            cat = Catalog(server.uri, collection="dups", timeout=60)
+            load_collection(cat, vectors, BENCH_FINGERPRINT)
+            bench_duplicates(cat, vectors, label(n))
+            cat.drop()
+            del vectors
         if not args.no_gaussian:
             n = sizes[0] if not args.quick else min(sizes[0], 10_000)
             cat = Catalog(server.uri, collection="gauss", timeout=60)
@@ -383,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                 "MILVUS_URI": server.uri, "EXTRACTOR_URL": extractor.url,
                 "COLLECTION": kept.collection, "IMAGE_ROOT": str(tmp / "images")}, tmp / "search.log").start(timeout=60)
             bench_end_to_end(search.url, extractor.url, e2e_repeats)
+            bench_batch(search.url, sample_photos(), repeats=3 if args.quick else 7)
     finally:
         for proc in (search, extractor):
             if proc is not None:

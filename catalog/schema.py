@@ -3,15 +3,19 @@
 A collection holds one row per catalogue image:
 
     name    VARCHAR primary key   the image name (file name relative to IMAGE_ROOT); upsert by name
-    vector  FLOAT_VECTOR(dim)     L2-normalised VGG16 feature; COSINE metric
+    vector  FLOAT_VECTOR(dim)     L2-normalised feature of the extractor's backbone; COSINE metric
     meta    JSON                  optional user metadata ({} when none)
+    <field> VARCHAR/INT64/DOUBLE/BOOL   optional scalar fields declared at creation (`--scalar-field
+                                  category`): copies of `meta[<field>]` with a scalar index, for fast filters
 
-The feature fingerprint and dimension are stored as collection properties, so a collection can refuse
-vectors made by another model.
+The feature fingerprint, dimension and declared scalar fields are stored as collection properties, so a
+collection can refuse vectors made by another model and the search service finds its fields.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +32,19 @@ PROP_FINGERPRINT = "fingerprint"
 PROP_DIM = "dim"
 SCHEMA_VERSION = "1"
 PROP_SCHEMA_VERSION = "schema_version"
+PROP_SCALAR_FIELDS = "scalar_fields"  # JSON {"category": "str", ...}
+
+# Scalar field types a collection can declare: Milvus type, the value a row without the key stores (Milvus
+# 2.3 has no nullable fields), and the scalar index Milvus 2.3 builds for it (2.4+ also has INVERTED).
+SCALAR_TYPES: dict[str, tuple[DataType, Any, str | None]] = {
+    "str": (DataType.VARCHAR, "", "Trie"),
+    "int": (DataType.INT64, 0, "STL_SORT"),
+    "float": (DataType.DOUBLE, 0.0, "STL_SORT"),
+    "bool": (DataType.BOOL, False, None),
+}
+SCALAR_MAX_LENGTH = 512
+RESERVED_FIELDS = (NAME_FIELD, VECTOR_FIELD, META_FIELD)
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 # Build and search parameters per index type. Search defaults are chosen for recall@10 >= 0.95 on
 # VGG16-like vectors (see bench/search.py); override them with IndexSpec.search_params.
@@ -68,28 +85,85 @@ class IndexSpec:
 DEFAULT_INDEX = IndexSpec()
 
 
-def build_schema(dim: int):
-    """Return the collection schema for vectors of `dim` floats."""
+def parse_scalar_fields(specs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """`["category", "price:float"]` -> {"category": "str", "price": "float"}; ValueError says what is wrong."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, _, kind = spec.partition(":")
+        name, kind = name.strip(), (kind.strip().lower() or "str")
+        if not _FIELD_NAME.match(name) or name in RESERVED_FIELDS:
+            raise ValueError(f"scalar field {name!r}: use letters, digits and underscores, starting with a letter, "
+                             f"and not one of {', '.join(RESERVED_FIELDS)}")
+        if kind not in SCALAR_TYPES:
+            raise ValueError(f"scalar field {name!r}: type {kind!r} is not one of {', '.join(SCALAR_TYPES)}")
+        out[name] = kind
+    return out
+
+
+def scalar_value(kind: str, value: Any) -> Any:
+    """A meta value as the declared field stores it; the type's empty value when missing or not convertible."""
+    default = SCALAR_TYPES[kind][1]
+    if value is None or isinstance(value, (dict, list)):
+        return default
+    try:
+        if kind == "str":
+            return str(value)[:SCALAR_MAX_LENGTH]
+        if kind == "bool":
+            return value if isinstance(value, bool) else default
+        if isinstance(value, bool):
+            return default
+        return int(value) if kind == "int" else float(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
+def build_schema(dim: int, scalar_fields: dict[str, str] | None = None):
+    """Return the collection schema for vectors of `dim` floats, with the declared scalar fields."""
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field(NAME_FIELD, DataType.VARCHAR, is_primary=True, max_length=NAME_MAX_LENGTH)
     schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
     schema.add_field(META_FIELD, DataType.JSON)
+    for name, kind in (scalar_fields or {}).items():
+        dtype = SCALAR_TYPES[kind][0]
+        extra = {"max_length": SCALAR_MAX_LENGTH} if dtype == DataType.VARCHAR else {}
+        schema.add_field(name, dtype, **extra)
     return schema
 
 
-def build_index_params(spec: IndexSpec):
-    """Return MilvusClient index params for the vector field."""
+def build_index_params(spec: IndexSpec | None, scalar_fields: dict[str, str] | None = None):
+    """Return MilvusClient index params: the vector index (when `spec`) and the scalar fields' indexes."""
     params = MilvusClient.prepare_index_params()
-    params.add_index(
-        field_name=VECTOR_FIELD,
-        index_type=spec.index_type,
-        metric_type=METRIC,
-        params=spec.build_params,
-        index_name=VECTOR_FIELD,
-    )
+    if spec is not None:
+        params.add_index(
+            field_name=VECTOR_FIELD,
+            index_type=spec.index_type,
+            metric_type=METRIC,
+            params=spec.build_params,
+            index_name=VECTOR_FIELD,
+        )
+    for name, kind in (scalar_fields or {}).items():
+        index_type = SCALAR_TYPES[kind][2]
+        if index_type:
+            params.add_index(field_name=name, index_type=index_type, index_name=name)
     return params
 
 
-def search_params(spec: IndexSpec, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Return the `search_params` argument for MilvusClient.search."""
-    return {"metric_type": METRIC, "params": {**spec.search_params, **(overrides or {})}}
+def scalar_fields_property(scalar_fields: dict[str, str] | None) -> str:
+    """The collection property that records the declared scalar fields."""
+    return json.dumps(scalar_fields or {}, sort_keys=True)
+
+
+def search_params(spec: IndexSpec, overrides: dict[str, Any] | None = None, *, depth: int = 0,
+                  min_score: float | None = None) -> dict[str, Any]:
+    """Return the `search_params` argument for MilvusClient.search.
+
+    `depth` (top_k + offset) raises HNSW's `ef` to at least it (Milvus refuses ef < k). `min_score` makes it
+    a range search: COSINE returns hits with `radius < score <= range_filter`, so radius sits just below the
+    threshold (the caller drops the rounding's strays) and range_filter just above 1.
+    """
+    params = {**spec.search_params, **(overrides or {})}
+    if "ef" in params and depth:
+        params["ef"] = max(int(params["ef"]), depth)
+    if min_score is not None:
+        params.update(radius=float(min_score) - 1e-6, range_filter=1.0 + 1e-6)
+    return {"metric_type": METRIC, "params": params}

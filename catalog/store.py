@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -126,20 +126,33 @@ class Catalog:
                 return int(f["params"]["dim"])
         return None
 
-    def create(self, dim: int, fingerprint: str, index: S.IndexSpec | None = S.DEFAULT_INDEX) -> None:
-        """Create the collection; with `index`, also build the (empty) index and load it."""
-        props = {S.PROP_FINGERPRINT: fingerprint, S.PROP_DIM: str(dim), S.PROP_SCHEMA_VERSION: S.SCHEMA_VERSION}
+    def scalar_fields(self) -> dict[str, str]:
+        """The scalar fields declared when the collection was created ({} for none)."""
+        raw = self.properties().get(S.PROP_SCALAR_FIELDS)
+        return dict(json.loads(raw)) if raw else {}
+
+    def create(self, dim: int, fingerprint: str, index: S.IndexSpec | None = S.DEFAULT_INDEX,
+               scalar_fields: dict[str, str] | None = None) -> None:
+        """Create the collection; with `index`, also build the (empty) index and load it. Scalar fields
+        (name -> "str" | "int" | "float" | "bool") get their scalar indexes at once."""
+        props = {S.PROP_FINGERPRINT: fingerprint, S.PROP_DIM: str(dim), S.PROP_SCHEMA_VERSION: S.SCHEMA_VERSION,
+                 S.PROP_SCALAR_FIELDS: S.scalar_fields_property(scalar_fields)}
+        # With a vector index, MilvusClient also loads the new collection (and waits for it): a one-off
+        # admin step that can take several seconds on a busy machine, unlike request-time calls. Without
+        # one (an import builds it after the data lands), scalar indexes are created on their own: loading
+        # a collection whose vectors have no index fails.
         self._call(
             "create_collection",
             self.collection,
-            schema=S.build_schema(dim),
-            index_params=S.build_index_params(index) if index else None,
+            schema=S.build_schema(dim, scalar_fields),
+            index_params=S.build_index_params(index, scalar_fields) if index else None,
             consistency_level="Bounded",
             properties=props,
-            # With an index, MilvusClient also loads the new collection and waits for it: a one-off
-            # admin step that can take several seconds on a busy machine, unlike request-time calls.
             timeout=max(self.timeout, CREATE_TIMEOUT_S),
         )
+        if scalar_fields and not index:
+            self._call("create_index", self.collection, S.build_index_params(None, scalar_fields),
+                       timeout=max(self.timeout, CREATE_TIMEOUT_S))
         self._props = None
         log.info("created collection %s (dim=%d, fingerprint=%s)", self.collection, dim, fingerprint)
 
@@ -149,14 +162,23 @@ class Catalog:
         fingerprint: str,
         index: S.IndexSpec | None = S.DEFAULT_INDEX,
         force: bool = False,
+        scalar_fields: dict[str, str] | None = None,
     ) -> bool:
         """Create the collection when missing, else check it fits; returns True when it was created.
 
-        Raises FingerprintMismatch (unless `force`) or DimensionMismatch.
+        Raises FingerprintMismatch (unless `force`), DimensionMismatch, or CatalogError when `scalar_fields`
+        asks for fields the existing collection was not created with (they are fixed at creation).
         """
         if not self.exists():
-            self.create(dim, fingerprint, index)
+            self.create(dim, fingerprint, index, scalar_fields)
             return True
+        if scalar_fields:
+            have = self.scalar_fields()
+            missing = {k: v for k, v in scalar_fields.items() if have.get(k) != v}
+            if missing:
+                raise CatalogError(
+                    f"collection {self.collection!r} was created with scalar fields {have or 'none'}; "
+                    f"{missing} cannot be added later: import into a new collection (--collection)")
         have_dim = self.dim()
         if have_dim != dim:
             raise DimensionMismatch(self.collection, have_dim, dim)
@@ -215,10 +237,14 @@ class Catalog:
             return 0
         # numpy rows: pymilvus packs them straight into the request; .tolist() made Python floats of every
         # value and measured 2.8x slower with ~10x the memory on bulk loads.
-        rows = [
-            {S.NAME_FIELD: n, S.VECTOR_FIELD: v, S.META_FIELD: (metas[i] if metas else {}) or {}}
-            for i, (n, v) in enumerate(zip(names, np.asarray(vectors, dtype=np.float32)))
-        ]
+        scalars = self.scalar_fields()
+        rows = []
+        for i, (n, v) in enumerate(zip(names, np.asarray(vectors, dtype=np.float32))):
+            meta = (metas[i] if metas else {}) or {}
+            row = {S.NAME_FIELD: n, S.VECTOR_FIELD: v, S.META_FIELD: meta}
+            for field, kind in scalars.items():  # declared fields are copies of meta's keys
+                row[field] = S.scalar_value(kind, meta.get(field))
+            rows.append(row)
         res = self._call("upsert", self.collection, rows)
         return int(res.get("upsert_count", len(rows)))
 
@@ -267,36 +293,63 @@ class Catalog:
         params: dict[str, Any] | None = None,
         with_meta: bool = True,
         consistency_level: str | None = None,
+        filter: str = "",
+        offset: int = 0,
+        min_score: float | None = None,
     ) -> list[list[dict]]:
         """ANN search; returns per query a list of {"name", "score", "meta"} best first.
 
-        The score is the cosine similarity (Milvus's COSINE "distance" is a similarity).
+        The score is the cosine similarity (Milvus's COSINE "distance" is a similarity). `filter` is a
+        Milvus boolean expression (build it with catalog.filters, never from user text), `offset` skips
+        that many best hits (paging), `min_score` makes it a range search: only hits scoring at least
+        that count towards `top_k`.
         """
         spec = index or S.DEFAULT_INDEX
         kwargs: dict[str, Any] = {}
         if consistency_level:
             kwargs["consistency_level"] = consistency_level
+        if filter:
+            kwargs["filter"] = filter
+        if offset:
+            kwargs["offset"] = int(offset)
         res = self._read(
             "search",
             self.collection,
             data=np.asarray(vectors, dtype=np.float32).reshape(-1, np.shape(vectors)[-1]).tolist(),
             limit=top_k,
             anns_field=S.VECTOR_FIELD,
-            search_params=S.search_params(spec, params),
+            search_params=S.search_params(spec, params, depth=top_k + offset, min_score=min_score),
             output_fields=[S.META_FIELD] if with_meta else [],
             **kwargs,
         )
         out = []
         for hits in res:
-            out.append(
-                [
-                    {
-                        "name": h["id"],
-                        "score": float(h["distance"]),
-                        "meta": (h.get("entity") or {}).get(S.META_FIELD) or {},
-                    }
-                    for h in hits
-                ]
-            )
+            found = [{"name": h["id"], "score": float(h["distance"]),
+                      "meta": (h.get("entity") or {}).get(S.META_FIELD) or {}} for h in hits]
+            if min_score is not None:  # the range's radius sits a rounding error below the threshold
+                found = [h for h in found if h["score"] >= min_score]
+            out.append(found)
         return out
 
+    def iter_rows(self, batch_size: int = 1000, with_vectors: bool = True) -> Iterator[list[dict]]:
+        """Every row `{"name"[, "vector"]}`, in name order, `batch_size` at a time.
+
+        Pages by a name cursor (`name > "<last>"`, quoted like every value we put in an expression) with
+        the query options Milvus's own iterator uses, so each page holds the next names in order.
+        pymilvus's `query_iterator` pastes the cursor between quotes unescaped and fails on a name with a
+        quote in it, which our catalogues may hold.
+        """
+        fields = [S.NAME_FIELD] + ([S.VECTOR_FIELD] if with_vectors else [])
+        last: str | None = None
+        while True:
+            expr = (f"{S.NAME_FIELD} > {json.dumps(last, ensure_ascii=False)}" if last is not None
+                    else f'{S.NAME_FIELD} != ""')
+            rows = list(self._read("query", self.collection, filter=expr, output_fields=fields, limit=batch_size,
+                                   consistency_level="Strong", iterator="True", reduce_stop_for_best="True"))
+            if not rows:
+                return
+            rows.sort(key=lambda r: r[S.NAME_FIELD])
+            yield rows
+            if len(rows) < batch_size:
+                return
+            last = rows[-1][S.NAME_FIELD]

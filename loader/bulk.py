@@ -151,7 +151,7 @@ class BulkImport:
                 self.bulk.upserted += upserted
                 if current is None:
                     current = self._writer(first)
-                current.write(names, vectors)
+                current.write(names, vectors, self.src.metas(names))
                 self.summary.skipped.update(checked.skipped)
                 self.summary.read = end
                 bar.update(len(checked.rows) + sum(checked.skipped.values()))
@@ -277,7 +277,7 @@ class BulkImport:
                 inside = checked.rows < job.end
                 names, vectors, _ = self.split_stored([n for n, i in zip(checked.names, inside) if i],
                                                       checked.vectors[inside])
-                writer.write(names, vectors)
+                writer.write(names, vectors, self.src.metas(names))
                 if end >= job.end:
                     break
             rows = writer.rows
@@ -297,7 +297,7 @@ class BulkImport:
     def _writer(self, first: int) -> JobWriter:
         """A writer for the files of the job that starts at file row `first` (its folder is named after it,
         so a job written again lands where it was)."""
-        return job_writer(self.opts.bulk_format, self.stage / f"rows-{first:012d}", self.src.dim)
+        return job_writer(self.opts.bulk_format, self.stage / f"rows-{first:012d}", self.src.dim, self.src.scalars)
 
     def split_stored(self, names: list[str], vectors: np.ndarray) -> tuple[list[str], np.ndarray, int]:
         """Upsert the rows whose name is stored already (not in new collections); returns the rest, for the
@@ -309,7 +309,7 @@ class BulkImport:
             return names, vectors, 0
         keep = np.array([n in have for n in names])
         stored = [n for n, k in zip(names, keep) if k]
-        upsert_rows(self.catalog, stored, vectors[keep], self.opts.retry_seconds)
+        upsert_rows(self.catalog, stored, vectors[keep], self.opts.retry_seconds, self.src.metas(stored))
         return [n for n, k in zip(names, keep) if not k], vectors[~keep], int(keep.sum())
 
 

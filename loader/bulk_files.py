@@ -12,6 +12,7 @@ Files appear under their final name only when complete (written under `.part`, f
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections import deque
@@ -82,25 +83,44 @@ def remove_local(files: list[str]) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def arrow_schema():
+# numpy and Arrow types of the collection's declared scalar fields (catalog.schema.SCALAR_TYPES).
+NPY_SCALAR = {"str": str, "int": np.int64, "float": np.float64, "bool": np.bool_}
+
+
+def meta_columns(names: list[str], metas: list[dict] | None, scalars: dict[str, str]) -> tuple[list[str], dict]:
+    """The `meta` column (JSON text per row) and one column per declared scalar field (values from meta)."""
+    if metas is None:
+        return ["{}"] * len(names), {f: [S.SCALAR_TYPES[k][1]] * len(names) for f, k in scalars.items()}
+    text = [json.dumps(m, ensure_ascii=False, separators=(",", ":")) for m in metas]
+    return text, {f: [S.scalar_value(k, m.get(f)) for m in metas] for f, k in scalars.items()}
+
+
+def arrow_schema(scalars: dict[str, str] | None = None):
     """The Parquet layout BulkWriter writes for our schema (pyarrow is imported only when Parquet is used)."""
     import pyarrow as pa
 
+    kinds = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
     return pa.schema(
         [(S.NAME_FIELD, pa.string()), (S.VECTOR_FIELD, pa.list_(pa.float32())), (S.META_FIELD, pa.string())]
+        + [(f, kinds[k]) for f, k in (scalars or {}).items()]
     )
 
 
-def arrow_table(names: list[str], vectors: np.ndarray):
+def arrow_table(names: list[str], vectors: np.ndarray, metas: list[dict] | None = None,
+                scalars: dict[str, str] | None = None):
     """The rows as an Arrow table in the import file layout (no per-row Python work for vectors)."""
     import pyarrow as pa
 
+    scalars = scalars or {}
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
     offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32))
     vec = pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1)))
-    meta = pa.array(["{}"] * n, type=pa.string())
-    return pa.Table.from_arrays([pa.array(names, type=pa.string()), vec, meta], schema=arrow_schema())
+    text, columns = meta_columns(names, metas, scalars)
+    schema = arrow_schema(scalars)
+    arrays = [pa.array(names, type=pa.string()), vec, pa.array(text, type=pa.string())]
+    arrays += [pa.array(columns[f], type=schema.field(f).type) for f in scalars]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _fsync(path: Path) -> None:
@@ -113,7 +133,7 @@ class JobWriter(Protocol):
 
     rows: int
 
-    def write(self, names: list[str], vectors: np.ndarray) -> None: ...
+    def write(self, names: list[str], vectors: np.ndarray, metas: list[dict] | None = None) -> None: ...
 
     def close(self) -> list[Path]: ...
 
@@ -123,18 +143,19 @@ class JobWriter(Protocol):
 class ParquetJob:
     """One Parquet file."""
 
-    def __init__(self, base: Path, dim: int):
+    def __init__(self, base: Path, dim: int, scalars: dict[str, str] | None = None):
         import pyarrow.parquet as pq
 
         self.path = base.with_suffix(".parquet")
         self.part = base.with_suffix(".parquet.part")
         self.rows = 0
+        self.scalars = scalars or {}
         self.row_group = max(1000, ROW_GROUP_BYTES // (dim * 4 + 64))
-        self.writer = pq.ParquetWriter(self.part, arrow_schema(), compression="none")
+        self.writer = pq.ParquetWriter(self.part, arrow_schema(self.scalars), compression="none")
 
-    def write(self, names: list[str], vectors: np.ndarray) -> None:
+    def write(self, names: list[str], vectors: np.ndarray, metas: list[dict] | None = None) -> None:
         if names:
-            self.writer.write_table(arrow_table(names, vectors), row_group_size=self.row_group)
+            self.writer.write_table(arrow_table(names, vectors, metas, self.scalars), row_group_size=self.row_group)
             self.rows += len(names)
 
     def close(self) -> list[Path]:
@@ -158,14 +179,17 @@ class NpyJob:
 
     RESERVED_ROWS = 10**11  # the header written first: any real count takes the same 128 bytes
 
-    def __init__(self, base: Path, dim: int):
+    def __init__(self, base: Path, dim: int, scalars: dict[str, str] | None = None):
         self.folder = base
         self.part = base.with_name(base.name + ".part")
         shutil.rmtree(self.part, ignore_errors=True)
         self.part.mkdir(parents=True)
         self.dim = dim
         self.rows = 0
+        self.scalars = scalars or {}
         self.names: list[str] = []
+        self.meta: list[str] = []  # JSON text per row, kept until close as the names are
+        self.columns: dict[str, list] = {f: [] for f in self.scalars}
         self.vectors = open(self.part / f"{S.VECTOR_FIELD}.npy", "wb")
         self.header_bytes = self._header(self.RESERVED_ROWS)
 
@@ -176,10 +200,14 @@ class NpyJob:
         )
         return self.vectors.tell()
 
-    def write(self, names: list[str], vectors: np.ndarray) -> None:
+    def write(self, names: list[str], vectors: np.ndarray, metas: list[dict] | None = None) -> None:
         if names:
             np.ascontiguousarray(vectors, dtype="<f4").tofile(self.vectors)
             self.names.extend(names)
+            text, columns = meta_columns(names, metas, self.scalars)
+            self.meta.extend(text)
+            for f, values in columns.items():
+                self.columns[f].extend(values)
             self.rows += len(names)
 
     def close(self) -> list[Path]:
@@ -192,13 +220,17 @@ class NpyJob:
         os.fsync(self.vectors.fileno())
         self.vectors.close()
         np.save(self.part / f"{S.NAME_FIELD}.npy", np.array(self.names, dtype=str))
-        np.save(self.part / f"{S.META_FIELD}.npy", np.full(self.rows, "{}"))
-        for column in (S.NAME_FIELD, S.META_FIELD):
-            _fsync(self.part / f"{column}.npy")
+        np.save(self.part / f"{S.META_FIELD}.npy", np.array(self.meta, dtype=str))
+        for f, kind in self.scalars.items():
+            np.save(self.part / f"{f}.npy", np.array(self.columns[f], dtype=NPY_SCALAR[kind]))
+        columns = [*NPY_COLUMNS, *self.scalars]
+        for column in columns:
+            if column != S.VECTOR_FIELD:
+                _fsync(self.part / f"{column}.npy")
         shutil.rmtree(self.folder, ignore_errors=True)  # a copy staged by a run that died before recording it
         os.replace(self.part, self.folder)
-        self.names = []
-        return [self.folder / f"{column}.npy" for column in NPY_COLUMNS]
+        self.names, self.meta, self.columns = [], [], {f: [] for f in self.scalars}
+        return [self.folder / f"{column}.npy" for column in columns]
 
     def abort(self) -> None:
         self.vectors.close()
@@ -219,10 +251,10 @@ class BackgroundWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage-writer")
         self._pending: deque[Future] = deque()
 
-    def write(self, names: list[str], vectors: np.ndarray) -> None:
+    def write(self, names: list[str], vectors: np.ndarray, metas: list[dict] | None = None) -> None:
         if not names:
             return
-        self._pending.append(self._pool.submit(self.inner.write, names, vectors))
+        self._pending.append(self._pool.submit(self.inner.write, names, vectors, metas))
         self.rows += len(names)
         while len(self._pending) > self.DEPTH:
             self._pending.popleft().result()
@@ -247,8 +279,8 @@ class BackgroundWriter:
             self.inner.abort()
 
 
-def job_writer(fmt: str, base: Path, dim: int) -> JobWriter:
+def job_writer(fmt: str, base: Path, dim: int, scalars: dict[str, str] | None = None) -> JobWriter:
     """A writer for one job's files in `fmt` ("npy" or "parquet") at `base` (no suffix), writing in the
-    background."""
-    inner: JobWriter = ParquetJob(base, dim) if fmt == "parquet" else NpyJob(base, dim)
+    background; `scalars` are the collection's declared scalar fields (each gets its column)."""
+    inner: JobWriter = ParquetJob(base, dim, scalars) if fmt == "parquet" else NpyJob(base, dim, scalars)
     return BackgroundWriter(inner)

@@ -17,7 +17,8 @@ import click
 from catalog import Catalog, CatalogError
 from catalog.errors import CallFailed, MilvusUnavailable, NotLoaded
 from extractor_client import ExtractorRejected, ExtractorUnavailable
-from catalog.schema import INDEX_TYPES, IndexSpec
+from catalog.schema import INDEX_TYPES, IndexSpec, parse_scalar_fields
+from loader.meta import MetaError
 from loader.settings import LoaderSettings, env
 from loader.bulk_files import FORMATS
 from loader.hdf5 import LayoutError
@@ -103,6 +104,11 @@ def import_options(fn):
                   help="Where resume records live (env LOADER_STATE_DIR; default ~/.cache/image-search/loader).")
     @click.option("--retry-seconds", type=float, default=60.0, show_default=True,
                   help="How long to wait for a lost Milvus before giving up (the run stays resumable).")
+    @click.option("--scalar-field", "scalar_fields", multiple=True, metavar="NAME[:TYPE]",
+                  help="Declare a meta key as a real scalar field with an index, for fast filters (TYPE: str, int, "
+                       "float, bool; default str). Repeat for several; only when the import creates the collection.")
+    @click.option("--meta", type=click.Path(dir_okay=False), default=None,
+                  help="Per-image meta: a JSON lines file ({\"name\": ..., ...}) or a CSV with a 'name' column.")
     @click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines; the summary line only.")
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -135,8 +141,16 @@ def _import_opts(kw: dict, **more) -> ImportOptions:
         index=_index_spec(kw["index_type"], kw["index_params"]), bulk_dir=kw["bulk_dir"],
         bulk_rows=kw["bulk_rows"], bulk_format=kw["bulk_format"], bulk_s3=_s3_target(kw),
         state_dir=kw["state_dir"], retry_seconds=kw["retry_seconds"], quiet=kw["quiet"],
-        restart_grace=_settings().restart_grace, **more,
+        restart_grace=_settings().restart_grace, scalar_fields=_scalar_fields(kw["scalar_fields"]),
+        meta=kw["meta"], **more,
     )
+
+
+def _scalar_fields(specs: tuple[str, ...]) -> dict[str, str]:
+    try:
+        return parse_scalar_fields(list(specs))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scalar-field") from None
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -164,7 +178,7 @@ def import_cmd(file, vectors, names, dry_run, collection, milvus_uri, token, **k
     catalog = None if dry_run else Catalog(milvus_uri, token, collection)
     try:
         summary = import_h5(file, catalog, opts)
-    except (LayoutError, CatalogError) as exc:
+    except (LayoutError, CatalogError, MetaError) as exc:
         raise _fail(exc, milvus_uri) from None
     finally:
         if catalog is not None:
@@ -218,13 +232,38 @@ def index_cmd(directory, extractor_url, concurrency, images_per_request, work_fi
         ext = extract_dir(directory, work, extractor_url, concurrency=concurrency,
                           per_request=images_per_request, quiet=kw["quiet"])
         summary = import_h5(work, catalog, opts, Summary())
-    except (LayoutError, CatalogError, ExtractorUnavailable, ExtractorRejected, FileNotFoundError,
+    except (LayoutError, CatalogError, MetaError, ExtractorUnavailable, ExtractorRejected, FileNotFoundError,
             NotADirectoryError) as exc:
         raise _fail(exc, milvus_uri) from None
     finally:
         catalog.close()
     summary.skipped.update({f"image_{k}": v for k, v in ext.skipped.items()})
     click.echo(summary.line())
+
+
+@cli.command("duplicates")
+@click.option("--threshold", type=click.FloatRange(0.5, 1.0), default=0.95, show_default=True,
+              help="Cosine similarity at or above which two images are near-duplicates.")
+@click.option("--neighbours", type=click.IntRange(1, 1000), default=16, show_default=True,
+              help="Near-duplicates each image links to directly (groups also join through chains).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
+              help="jsonl: one group per line; csv: one row per image (group, name, size, best_score).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="File to write (default stdout).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar; the summary line only (on stderr).")
+@milvus_options
+def duplicates_cmd(threshold, neighbours, fmt, output, quiet, collection, milvus_uri, token):
+    """Groups of catalogue images at least THRESHOLD similar, found through the index (not an N^2 scan)."""
+    from loader.duplicates import write_groups
+
+    _setup_logging(quiet)
+    catalog = Catalog(milvus_uri, token, collection)
+    try:
+        line = write_groups(catalog, threshold, neighbours, fmt, output, quiet)
+    except CatalogError as exc:
+        raise _fail(exc, milvus_uri) from None
+    finally:
+        catalog.close()
+    click.echo(line, err=True)
 
 
 def main() -> None:

@@ -34,9 +34,13 @@ __all__ = ["ImportOptions", "Source", "import_h5", "inspect_file"]
 log = logging.getLogger(__name__)
 
 
-def prepare_collection(catalog: Catalog, src: Source, force: bool) -> None:
-    """Create the collection (no index yet: it is built after the data lands) or check it fits."""
-    src.created = catalog.ensure(src.dim, src.fingerprint or "", index=None, force=force)
+def prepare_collection(catalog: Catalog, src: Source, force: bool,
+                       scalar_fields: dict[str, str] | None = None) -> None:
+    """Create the collection (no vector index yet: it is built after the data lands; the declared scalar
+    fields and their indexes at once) or check it fits."""
+    src.created = catalog.ensure(src.dim, src.fingerprint or "", index=None, force=force,
+                                 scalar_fields=scalar_fields)
+    src.scalars = catalog.scalar_fields()
     if src.fingerprint is None and catalog.fingerprint():
         log.warning(
             "%s has no fingerprint; the collection's is %s: assuming they match (pass --fingerprint to check)",
@@ -73,7 +77,7 @@ def import_h5(
     if opts.dry_run:
         return _dry_run(src, opts, summary)
     assert catalog is not None
-    prepare_collection(catalog, src, opts.force)
+    prepare_collection(catalog, src, opts.force, opts.scalar_fields)
     state = ImportState(opts.state_dir, src.layout.path, catalog.uri, catalog.collection, opts.mode,
                         (src.layout.vectors, src.layout.names))
     state.load(catalog.collection_id())
@@ -125,7 +129,8 @@ def _import_insert(src: Source, catalog: Catalog, opts: ImportOptions, state: Im
             ThreadPoolExecutor(max_workers=max(1, opts.in_flight), thread_name_prefix="upsert") as pool:
         try:
             for end, checked in checked_chunks(src, start, opts.batch_size):
-                fut = pool.submit(upsert_rows, catalog, checked.names, checked.vectors, opts.retry_seconds)
+                fut = pool.submit(upsert_rows, catalog, checked.names, checked.vectors, opts.retry_seconds,
+                                  src.metas(checked.names))
                 pending.append((fut, end, checked))
                 while len(pending) >= max(1, opts.in_flight):
                     settle(pending.pop(0))

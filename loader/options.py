@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from catalog.milvus23 import RESTART_GRACE_S
@@ -33,3 +33,5 @@ class ImportOptions:
     # bulk mode: seconds before a job failed by a Milvus restart is submitted again (env LOADER_RESTART_GRACE;
     # Milvus 2.3 may send it to the dead data node for one session TTL: catalog.milvus23)
     restart_grace: float = RESTART_GRACE_S
+    scalar_fields: dict[str, str] = field(default_factory=dict)  # declared when the import creates the collection
+    meta: str | Path | None = None  # a JSON lines or CSV file of per-name meta (loader/meta.py)

@@ -4,12 +4,13 @@ chunks. Shared by both write paths (insert mode in loader.importer, bulk mode in
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 
 from loader import hdf5
+from loader.meta import MetaFile
 from loader.options import ImportOptions
 from loader.validate import CheckedChunk, check_chunk, duplicate_rows
 
@@ -23,6 +24,12 @@ class Source:
     fingerprint: str | None
     duplicates: set[int]
     created: bool = False  # the collection was created by this import (so it held none of these names)
+    meta: MetaFile | None = None  # per-name meta from --meta
+    scalars: dict[str, str] = field(default_factory=dict)  # the collection's declared scalar fields
+
+    def metas(self, names: list[str]) -> list[dict] | None:
+        """The meta of each name from --meta, or None without a meta file (rows get {})."""
+        return self.meta.lookup(names) if self.meta is not None else None
 
 
 def inspect_file(path: str | Path, opts: ImportOptions, dim_hint: int | None = None) -> Source:
@@ -30,7 +37,9 @@ def inspect_file(path: str | Path, opts: ImportOptions, dim_hint: int | None = N
     layout = hdf5.open_layout(path, opts.vectors, opts.names)
     dim = layout.dim or dim_hint or _first_row_dim(layout)
     dups = duplicate_rows(hdf5.iter_names(layout), lambda rows: hdf5.names_at(layout, rows))
-    return Source(layout=layout, dim=dim, fingerprint=opts.fingerprint or layout.fingerprint, duplicates=dups)
+    meta = MetaFile(opts.meta) if opts.meta else None
+    return Source(layout=layout, dim=dim, fingerprint=opts.fingerprint or layout.fingerprint, duplicates=dups,
+                  meta=meta)
 
 
 def _first_row_dim(layout: hdf5.Layout) -> int:

@@ -9,6 +9,8 @@ from catalog import Catalog
 from catalog.retry import with_retry
 
 
-def upsert_rows(catalog: Catalog, names: list[str], vectors: np.ndarray, retry_seconds: float) -> int:
-    """Upsert one batch by name (idempotent), retrying while Milvus comes back."""
-    return with_retry(lambda: catalog.upsert(names, vectors), retry_seconds)
+def upsert_rows(catalog: Catalog, names: list[str], vectors: np.ndarray, retry_seconds: float,
+                metas: list[dict] | None = None) -> int:
+    """Upsert one batch by name (idempotent), with each row's meta ({} by default), retrying while Milvus
+    comes back."""
+    return with_retry(lambda: catalog.upsert(names, vectors, metas), retry_seconds)

@@ -9,9 +9,11 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, current_app, jsonify, request, send_file
 
+from catalog.duplicates import page_after
+from catalog.filters import to_expression
 from search_service.errors import ApiError
 from search_service.files import file_url, sniff_mimetype
-from search_service.inputs import parse_meta, parse_name, parse_search, uploaded_image
+from search_service.inputs import parse_limit, parse_meta, parse_name, parse_search, parse_threshold, uploaded_image
 from search_service.services import Services
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
@@ -50,49 +52,113 @@ def _hit(h: dict) -> dict[str, Any]:
 
 @bp.post("/search")
 def search():
-    """Search by an uploaded image, a vector or a stored image's name; best results first."""
+    """Search by uploaded images, vectors or stored images' names; best results first.
+
+    One query answers `{"results": [...]}`; several (`image` parts, `vectors`, `names`) answer
+    `{"queries": [{"results": [...]} or {"error": {...}}, ...]}` in order, searched in one Milvus call.
+    """
     started = time.perf_counter()
     svc = services()
-    query = parse_search(request)
+    query = parse_search(request, svc.config.max_batch)
     took: dict[str, float] = {}
-    if query.image is not None:
+    vectors, errors, info = _query_vectors(svc, query, took)
+    found: list[list[dict]] = [[] for _ in vectors]
+    good = [i for i, v in enumerate(vectors) if v is not None]
+    if info.exists and good:
+        expr = to_expression(query.filter, info.scalar_fields)
         t = time.perf_counter()
-        vector, fingerprint = svc.extractor.extract_one(query.filename, query.image)
-        took["extract"] = _ms(t)
-        info = svc.guard.check(fingerprint, len(vector))
-    elif query.vector is not None:
-        stored = svc.guard.collection()
-        if stored.exists and stored.dim and len(query.vector) != stored.dim:
-            raise ApiError(400, "bad_vector", f"vector has {len(query.vector)} values; the collection "
-                                              f"{svc.catalog.collection!r} stores {stored.dim}-d vectors")
-        fingerprint = query.fingerprint or svc.guard.extractor_info().fingerprint
-        info = svc.guard.check(fingerprint, len(query.vector))
-        vector = np.asarray(query.vector, dtype=np.float32)
-    else:
-        info = svc.guard.collection()
-        rows = svc.catalog.get([query.name], with_vectors=True) if info.exists else []
-        if not rows:
-            raise ApiError(404, "not_found", f"no image named {query.name!r} in the catalogue")
-        vector = np.asarray(rows[0]["vector"], dtype=np.float32)
-    body: dict[str, Any] = {"results": []}
-    if info.exists:
-        t = time.perf_counter()
-        hits = svc.catalog.search(vector, top_k=query.top_k, index=info.index, params=svc.config.search_params,
-                                  consistency_level=svc.config.search_consistency)[0]
+        hits = svc.catalog.search(np.stack([vectors[i] for i in good]), top_k=query.top_k, index=info.index,
+                                  params=svc.config.search_params, consistency_level=svc.config.search_consistency,
+                                  filter=expr, offset=query.offset, min_score=query.min_score)
         took["search"] = _ms(t)
-        if query.min_score is not None:
-            hits = [h for h in hits if h["score"] >= query.min_score]
-        body["results"] = [_hit(h) for h in hits]
-    if not body["results"]:
-        if not info.exists or svc.catalog.count() == 0:
+        for i, h in zip(good, hits):
+            found[i] = h
+    if query.batch:
+        body: dict[str, Any] = {"queries": [
+            {"error": errors[i]} if errors[i] else {"results": [_hit(h) for h in found[i]]} for i in range(len(vectors))
+        ]}
+        if not info.exists:
             body.update(empty=True, message=EMPTY_MESSAGE)
-        elif query.min_score is not None:
-            body["message"] = f"no image scored at least min_score={query.min_score}"
+    else:
+        body = {"results": [_hit(h) for h in found[0]]}
+        if not body["results"]:
+            if not info.exists or svc.catalog.count() == 0:
+                body.update(empty=True, message=EMPTY_MESSAGE)
+            elif query.min_score is not None or query.filter or query.offset:
+                body["message"] = _nothing_found(query)
     took["total"] = _ms(started)
     body["took_ms"] = took
     svc.metrics.observe_stages(took)
-    svc.metrics.results.observe(len(body["results"]))
+    for hits in found:
+        svc.metrics.results.observe(len(hits))
     return jsonify(body)
+
+
+def _nothing_found(query) -> str:
+    """Why a non-empty catalogue gave no result: the request's own limits."""
+    why = []
+    if query.min_score is not None:
+        why.append(f"scored at least min_score={query.min_score}")
+    if query.filter:
+        why.append("matched the filter")
+    if query.offset:
+        why.append(f"ranked after offset={query.offset}")
+    return "no image " + " and ".join(why)
+
+
+def _query_vectors(svc: Services, query, took: dict[str, float]):
+    """(one vector or None per query, one error or None per query, the collection's info).
+
+    A single query raises its error (4xx); in a batch each query carries its own, like the extractor's.
+    """
+    n = len(query.queries)
+    vectors: list[np.ndarray | None] = [None] * n
+    errors: list[dict | None] = [None] * n
+    first = query.queries[0]
+    if first.image is not None:
+        t = time.perf_counter()
+        if not query.batch:
+            vector, fingerprint = svc.extractor.extract_one(first.filename, first.image)
+            vectors[0] = vector
+            dim = len(vector)
+        else:
+            batch = svc.extractor.extract([(q.filename, q.image) for q in query.queries])
+            fingerprint, dim = batch.fingerprint, batch.dim
+            for i, item in enumerate(batch.items):
+                if item.ok:
+                    vectors[i] = item.vector
+                else:
+                    errors[i] = {"code": item.error_code or "bad_image", "message": item.error_message or "",
+                                 "status": item.error_status}
+        took["extract"] = _ms(t)
+        return vectors, errors, svc.guard.check(fingerprint, dim)
+    if first.vector is not None:
+        stored = svc.guard.collection()
+        for i, q in enumerate(query.queries):
+            if stored.exists and stored.dim and len(q.vector) != stored.dim:
+                message = (f"vector has {len(q.vector)} values; the collection {svc.catalog.collection!r} "
+                           f"stores {stored.dim}-d vectors")
+                if not query.batch:
+                    raise ApiError(400, "bad_vector", message)
+                errors[i] = {"code": "bad_vector", "message": message, "status": 400}
+            else:
+                vectors[i] = np.asarray(q.vector, dtype=np.float32)
+        dims = {len(v) for v in vectors if v is not None}
+        if len(dims) > 1:
+            raise ApiError(400, "bad_vector", f"the vectors have different lengths {sorted(dims)}; send one model's")
+        fingerprint = query.fingerprint or svc.guard.extractor_info().fingerprint
+        return vectors, errors, svc.guard.check(fingerprint, dims.pop() if dims else None)
+    info = svc.guard.collection()
+    names = [q.name for q in query.queries]
+    rows = {r["name"]: r for r in svc.catalog.get(names, with_vectors=True)} if info.exists else {}
+    for i, name in enumerate(names):
+        if name in rows:
+            vectors[i] = np.asarray(rows[name]["vector"], dtype=np.float32)
+        elif not query.batch:
+            raise ApiError(404, "not_found", f"no image named {name!r} in the catalogue")
+        else:
+            errors[i] = {"code": "not_found", "message": f"no image named {name!r} in the catalogue", "status": 404}
+    return vectors, errors, info
 
 
 @bp.post("/images")
@@ -113,6 +179,7 @@ def add_image():
         svc.files.discard(staged)
         raise
     svc.files.commit(staged, name)
+    svc.duplicates.changed()
     body = {"name": name, "url": file_url(name), "meta": meta, "replaced": replaced, "fingerprint": fingerprint}
     return jsonify(body), (200 if replaced else 201)
 
@@ -157,8 +224,44 @@ def delete_image(name: str):
     svc = services()
     _stored(name)
     svc.catalog.delete([name])
+    svc.duplicates.changed()
     file_removed = svc.files.remove(name)
     return jsonify({"name": name, "deleted": True, "file_removed": file_removed})
+
+
+@bp.get("/duplicates")
+def duplicates():
+    """Groups of catalogue images at least `threshold` similar, a page at a time (`limit`, `after`).
+
+    The first request for a threshold starts finding them and answers 202 with progress and Retry-After;
+    once found, pages are served from memory until the catalogue changes.
+    """
+    svc = services()
+    threshold = parse_threshold(request.args.get("threshold"))
+    limit = parse_limit(request.args.get("limit"))
+    after = request.args.get("after") or None
+    info = svc.guard.collection()
+    count = svc.catalog.count() if info.exists else 0
+    body: dict[str, Any] = {"threshold": threshold}
+    if count == 0:
+        body.update(status="done", groups=[], next=None, total_groups=0, images=0, empty=True, message=EMPTY_MESSAGE)
+        return jsonify(body)
+    job = svc.duplicates.job(threshold, count)
+    if job.error is not None:
+        raise ApiError(503, "duplicates_failed", f"finding near-duplicates failed ({job.error}); try again",
+                       {"Retry-After": str(svc.config.retry_after_s)})
+    if job.groups is None:
+        body.update(status="computing", scanned=job.scanned, images=count,
+                    message=f"finding near-duplicate groups: {job.scanned} of {count} images searched; "
+                            "ask again shortly")
+        resp = jsonify(body)
+        resp.status_code = 202
+        resp.headers["Retry-After"] = str(svc.config.retry_after_s)
+        return resp
+    page, cursor = page_after(job.groups, after, limit)
+    body.update(status="done", images=job.count, total_groups=len(job.groups), next=cursor,
+                groups=[{**g.to_dict(), "urls": [file_url(n) for n in g.names]} for g in page])
+    return jsonify(body)
 
 
 @bp.get("/stats")
@@ -174,6 +277,7 @@ def stats():
         # The backbone that built the collection: fingerprints are "<model>-<hash>".
         "model": info.fingerprint.rsplit("-", 1)[0] if info.fingerprint else None,
         "dim": info.dim,
+        "scalar_fields": info.scalar_fields,
     }
     if info.index is not None:
         body["index"] = {"type": info.index.index_type, "build_params": info.index.build_params,

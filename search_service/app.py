@@ -10,6 +10,7 @@ from catalog import Catalog
 from extractor_client import ExtractorClient
 from search_service.config import Config
 from search_service.errors import register_error_handlers
+from search_service.duplicates import DuplicateFinder
 from search_service.files import ImageFiles
 from search_service.guard import ModelGuard
 from search_service.metrics import Metrics
@@ -51,6 +52,7 @@ def create_app(config: Config | None = None, catalog: CatalogPort | None = None,
         config=config, catalog=catalog, extractor=extractor, probe=probe,
         guard=ModelGuard(catalog, probe, ttl=config.guard_ttl), files=ImageFiles(config.image_root),
         metrics=metrics,
+        duplicates=DuplicateFinder(catalog, config.duplicates_neighbours, ttl=config.duplicates_ttl_s),
     )
 
     # JSON errors, metrics hooks, then the blueprints.

@@ -18,6 +18,9 @@
 | `GUARD_TTL` | `5` | seconds the fingerprint check is cached (refreshed at once after a failure) |
 | `SEARCH_THREADS` | `8` | gunicorn threads (one worker process, so metrics need no multiprocess mode) |
 | `SEARCH_RETRY_AFTER_S` | `5` | what 503 answers tell clients to wait (`Retry-After`) |
+| `SEARCH_MAX_BATCH` | `32` | most queries (image parts, vectors or names) in one search request |
+| `DUPLICATES_NEIGHBOURS` | `16` | near-duplicates each image links to directly when finding groups |
+| `DUPLICATES_TTL_S` | `600` | how long found groups are served before the next request finds them again |
 """
 
 from __future__ import annotations
@@ -55,6 +58,9 @@ class Config(EnvSettings):
     guard_ttl: float = 5.0
     threads: int = Field(8, alias="SEARCH_THREADS")
     retry_after_s: int = Field(5, alias="SEARCH_RETRY_AFTER_S")
+    max_batch: int = Field(32, alias="SEARCH_MAX_BATCH", ge=1, le=256)
+    duplicates_neighbours: int = Field(16, ge=1, le=1000)
+    duplicates_ttl_s: float = Field(600.0, ge=0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":

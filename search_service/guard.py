@@ -9,9 +9,10 @@ so the guard recovers as soon as the dependency or the configuration is fixed.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from catalog import schema as S
@@ -27,6 +28,7 @@ class CollectionInfo:
     fingerprint: str | None = None
     dim: int | None = None
     index: S.IndexSpec | None = None
+    scalar_fields: dict[str, str] = field(default_factory=dict)  # declared at creation: name -> type
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class ModelGuard:
                 fingerprint=props.get(S.PROP_FINGERPRINT) or None,
                 dim=int(dim) if dim else self.catalog.dim(),
                 index=self.catalog.index_spec(),
+                scalar_fields=json.loads(props.get(S.PROP_SCALAR_FIELDS) or "{}"),
             )
         with self._lock:
             self._collection = (self.clock(), info)

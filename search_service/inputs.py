@@ -4,33 +4,68 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from flask import Request
 
+from catalog.filters import FilterError, parse_filter, to_expression
 from search_service.errors import ApiError
 from search_service.files import BadName, check_name
 
 TOP_K_DEFAULT = 10
 TOP_K_MAX = 100
+MILVUS_TOPK_MAX = 16384  # Milvus refuses top_k + offset above this
+OFFSET_MAX = MILVUS_TOPK_MAX - TOP_K_MAX
+BATCH_MAX_DEFAULT = 32  # queries per request (SEARCH_MAX_BATCH); the extractor takes them as one batch
 VECTOR_MAX_DIM = 32768
 META_MAX_BYTES = 16 * 1024
 
 
 @dataclass
-class SearchQuery:
-    """One search: exactly one of an uploaded image, a vector, or the name of a stored image."""
+class Query:
+    """One query: exactly one of an uploaded image, a vector, or the name of a stored image."""
 
-    top_k: int = TOP_K_DEFAULT
-    min_score: float | None = None
     image: bytes | None = None
     filename: str = "query"
     vector: list[float] | None = None
-    fingerprint: str | None = None  # the model the vector came from, when the client says
     name: str | None = None
+
+
+@dataclass
+class SearchQuery:
+    """A search request: one or several queries sharing top_k, offset, min_score and filter.
+
+    `batch` says how to answer: `{"queries": [...]}` (several `image` parts, `vectors` or `names`) or the
+    single-query body `{"results": [...]}`.
+    """
+
+    queries: list[Query] = field(default_factory=list)
+    batch: bool = False
+    top_k: int = TOP_K_DEFAULT
+    offset: int = 0
+    min_score: float | None = None
+    filter: dict[str, Any] | None = None
+    fingerprint: str | None = None  # the model the vectors came from, when the client says
+
+    # The single-query accessors the one-query code path reads.
+    @property
+    def image(self) -> bytes | None:
+        return self.queries[0].image
+
+    @property
+    def filename(self) -> str:
+        return self.queries[0].filename
+
+    @property
+    def vector(self) -> list[float] | None:
+        return self.queries[0].vector
+
+    @property
+    def name(self) -> str | None:
+        return self.queries[0].name
 
 
 def parse_top_k(raw: Any) -> int:
@@ -60,6 +95,32 @@ def parse_min_score(raw: Any) -> float | None:
         raise ApiError(400, "bad_min_score", f"min_score must be a number from -1 to 1; got {raw!r}") from None
     if not (-1.0 <= value <= 1.0):
         raise ApiError(400, "bad_min_score", f"min_score must be from -1 to 1 (cosine similarity); got {raw!r}")
+    return value
+
+
+def parse_threshold(raw: Any) -> float:
+    """`threshold` of near-duplicate groups: a cosine similarity from 0.5 to 1 (default 0.95)."""
+    if raw is None or raw == "":
+        return 0.95
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ApiError(400, "bad_threshold", f"threshold must be a number from 0.5 to 1; got {raw!r}") from None
+    if not 0.5 <= value <= 1.0:
+        raise ApiError(400, "bad_threshold", f"threshold must be from 0.5 to 1 (cosine similarity); got {raw!r}")
+    return round(value, 6)
+
+
+def parse_limit(raw: Any, default: int = 20, most: int = 100) -> int:
+    """`limit`: how many items per page, from 1 to `most`."""
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ApiError(400, "bad_limit", f"limit must be an integer from 1 to {most}; got {raw!r}") from None
+    if not 1 <= value <= most:
+        raise ApiError(400, "bad_limit", f"limit must be from 1 to {most}; got {value}")
     return value
 
 
@@ -97,15 +158,67 @@ def uploaded_image(req: Request, required: bool = True) -> tuple[str, bytes] | N
     return (part.filename or "upload"), data
 
 
-def parse_search(req: Request) -> SearchQuery:
-    """A search request: multipart (`image`, `top_k`, `min_score`) or JSON (`vector` or `name`)."""
+def parse_offset(raw: Any, top_k: int) -> int:
+    """`offset` for paging: skip that many best hits; top_k + offset within Milvus's limit."""
+    if raw is None or raw == "":
+        return 0
+    try:
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+            raise ValueError
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ApiError(400, "bad_offset", f"offset must be an integer from 0 to {OFFSET_MAX}; got {raw!r}") from None
+    if not 0 <= value <= OFFSET_MAX:
+        raise ApiError(400, "bad_offset", f"offset must be from 0 to {OFFSET_MAX} (top_k + offset at most "
+                                          f"{MILVUS_TOPK_MAX}); got {value}")
+    return value
+
+
+def parse_search_filter(raw: Any) -> dict[str, Any] | None:
+    """`filter`: a JSON object of conditions on meta fields (catalog/filters.py), as text or an object."""
+    try:
+        filt = parse_filter(raw)
+        if filt is not None:
+            to_expression(filt)  # checked now: a bad filter is a 400 before anything else runs
+        return filt
+    except FilterError as exc:
+        raise ApiError(400, "bad_filter", str(exc)) from None
+
+
+def _options(get, top_k_raw: Any, query: SearchQuery) -> SearchQuery:
+    query.top_k = parse_top_k(top_k_raw)
+    query.offset = parse_offset(get("offset"), query.top_k)
+    query.min_score = parse_min_score(get("min_score"))
+    query.filter = parse_search_filter(get("filter"))
+    return query
+
+
+def _check_batch(n: int, what: str, batch_max: int) -> None:
+    if n > batch_max:
+        raise ApiError(413, "too_many_queries", f"{n} {what} in one search; at most {batch_max} "
+                                                "(SEARCH_MAX_BATCH): split the request")
+
+
+def parse_search(req: Request, batch_max: int = BATCH_MAX_DEFAULT) -> SearchQuery:
+    """A search request: multipart (`image` parts, `top_k`, `offset`, `min_score`, `filter`) or JSON
+    (`vector`/`vectors` or `name`/`names`, and the same options)."""
     if req.mimetype == "multipart/form-data":
-        filename, data = uploaded_image(req)
-        return SearchQuery(
-            top_k=parse_top_k(req.form.get("top_k", req.args.get("top_k"))),
-            min_score=parse_min_score(req.form.get("min_score", req.args.get("min_score"))),
-            image=data, filename=filename,
-        )
+        parts = req.files.getlist("image")
+        if not parts:
+            uploaded_image(req)  # raises the missing-image error with what was received
+        _check_batch(len(parts), "images", batch_max)
+        queries = []
+        for i, part in enumerate(parts):
+            data = part.read()
+            if not data:
+                where = f"image part {i + 1}" if len(parts) > 1 else "the uploaded image"
+                raise ApiError(400, "empty_image", f"{where} is empty (0 bytes)")
+            queries.append(Query(image=data, filename=part.filename or f"upload-{i + 1}"))
+
+        def get(key):
+            return req.form.get(key, req.args.get(key))
+
+        return _options(get, get("top_k"), SearchQuery(queries=queries, batch=len(parts) > 1))
     if req.is_json:
         try:
             body = req.get_json(silent=True)
@@ -113,24 +226,37 @@ def parse_search(req: Request) -> SearchQuery:
             body = None
         if not isinstance(body, dict):
             raise ApiError(400, "bad_json", 'the body must be a JSON object such as {"vector": [...], "top_k": 10}')
-        query = SearchQuery(
-            top_k=parse_top_k(body.get("top_k", req.args.get("top_k"))),
-            min_score=parse_min_score(body.get("min_score", req.args.get("min_score"))),
-        )
-        if ("vector" in body) == ("name" in body):
-            raise ApiError(400, "bad_query", 'give exactly one of "vector" (a list of numbers) or "name" (a stored image)')
-        if "vector" in body:
-            query.vector = parse_vector(body["vector"])
+
+        def get(key):
+            return body.get(key, req.args.get(key))
+
+        query = _options(get, get("top_k"), SearchQuery())
+        given = [k for k in ("vector", "vectors", "name", "names") if k in body]
+        if len(given) != 1:
+            raise ApiError(400, "bad_query", 'give exactly one of "vector" (a list of numbers), "vectors" (a list '
+                                             'of them), "name" (a stored image) or "names" (a list of them)')
+        key = given[0]
+        if key in ("vectors", "names"):
+            items = body[key]
+            if not isinstance(items, list) or not items:
+                raise ApiError(400, "bad_query", f'"{key}" must be a non-empty list')
+            _check_batch(len(items), key, batch_max)
+            query.batch = True
+        else:
+            items = [body[key]]
+        if key.startswith("vector"):
+            query.queries = [Query(vector=parse_vector(v)) for v in items]
             fp = body.get("fingerprint")
             if fp is not None and not isinstance(fp, str):
                 raise ApiError(400, "bad_fingerprint", "fingerprint must be a string")
             query.fingerprint = fp or None
         else:
-            query.name = parse_name(body["name"])
+            query.queries = [Query(name=parse_name(n)) for n in items]
         return query
     raise ApiError(
         415, "unsupported_media_type",
-        "send multipart/form-data with an 'image' part, or application/json with a 'vector' or 'name'",
+        "send multipart/form-data with one or more 'image' parts, or application/json with a 'vector' or 'name' "
+        "(or 'vectors' / 'names')",
     )
 
 

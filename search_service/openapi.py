@@ -29,13 +29,24 @@ def _errors(*codes: int) -> dict:
 
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
          "description": "image name, a relative path such as cats/1.jpg"}
+_FILTER_DOC = ('conditions on meta fields: {"category": "shoes"} (equality), {"category": {"in": [...]}}, '
+               '{"price": {"gte": 10, "lt": 100}}, {"and"|"or": [...]}, {"not": {...}}; see README')
+# The options every search takes, in a multipart form (text) or a JSON body.
+_OPTIONS = {
+    "top_k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+    "offset": {"type": "integer", "minimum": 0, "maximum": 16284, "default": 0,
+               "description": "skip this many best hits (paging; top_k + offset at most 16384)"},
+    "min_score": {"type": "number", "minimum": -1, "maximum": 1,
+                  "description": "only hits at least this similar (a range search: top_k counts only those)"},
+}
 
 OPENAPI: dict = {
     "openapi": "3.1.0",
     "info": {
         "title": "Image search service",
         "version": "1.0.0",
-        "description": "Reverse image search: VGG16 features from the extractor service, stored in Milvus.",
+        "description": "Reverse image search: features from the extractor service (VGG16 or another backbone), "
+                       "stored in Milvus; filters, batches, paging, thresholds and near-duplicate groups.",
     },
     "paths": {
         "/v1/search": {
@@ -47,26 +58,33 @@ OPENAPI: dict = {
                         "multipart/form-data": {"schema": {
                             "type": "object", "required": ["image"],
                             "properties": {
-                                "image": {"type": "string", "format": "binary"},
-                                "top_k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
-                                "min_score": {"type": "number", "minimum": -1, "maximum": 1},
+                                "image": {"type": "array", "items": {"type": "string", "format": "binary"},
+                                          "description": "one part, or several (a batch, at most SEARCH_MAX_BATCH)"},
+                                **_OPTIONS,
+                                "filter": {"type": "string", "description": "JSON text: " + _FILTER_DOC},
                             },
                         }},
                         "application/json": {"schema": {
                             "type": "object",
                             "properties": {
                                 "vector": {"type": "array", "items": {"type": "number"}},
+                                "vectors": {"type": "array", "items": {"type": "array", "items": {"type": "number"}},
+                                            "description": "a batch of vectors"},
                                 "fingerprint": {"type": "string",
                                                 "description": "model of the vector; default: the extractor's"},
                                 "name": {"type": "string", "description": "search by a stored image"},
-                                "top_k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
-                                "min_score": {"type": "number", "minimum": -1, "maximum": 1},
+                                "names": {"type": "array", "items": {"type": "string"},
+                                          "description": "a batch of stored images"},
+                                **_OPTIONS,
+                                "filter": {"type": "object", "description": _FILTER_DOC},
                             },
                         }},
                     },
                 },
                 "responses": {
-                    "200": _json({"$ref": "#/components/schemas/SearchResults"}, "results, best first"),
+                    "200": _json({"oneOf": [{"$ref": "#/components/schemas/SearchResults"},
+                                            {"$ref": "#/components/schemas/BatchResults"}]},
+                                 "results, best first (a batch: one entry per query, in order)"),
                     **_errors(400, 404, 409, 413, 415, 422, 503),
                 },
             }
@@ -115,6 +133,23 @@ OPENAPI: dict = {
         "/v1/stats": {"get": {"summary": "Catalogue size, fingerprint, model and index",
                               "responses": {"200": _json({"$ref": "#/components/schemas/Stats"}, "stats"),
                                             **_errors(503)}}},
+        "/v1/duplicates": {"get": {
+            "summary": "Groups of near-duplicate catalogue images, a page at a time",
+            "parameters": [
+                {"name": "threshold", "in": "query", "schema": {"type": "number", "minimum": 0.5, "maximum": 1,
+                                                                "default": 0.95}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100,
+                                                            "default": 20}},
+                {"name": "after", "in": "query", "schema": {"type": "string"},
+                 "description": "the `next` cursor of the previous page"},
+            ],
+            "responses": {
+                "200": _json({"$ref": "#/components/schemas/Duplicates"}, "a page of groups"),
+                "202": _json({"$ref": "#/components/schemas/Duplicates"},
+                             "still finding them: `scanned` of `images`; ask again after Retry-After"),
+                **_errors(400, 503),
+            },
+        }},
         "/healthz": {"get": {"summary": "Liveness",
                              "responses": {"200": _json({"$ref": "#/components/schemas/Health"}, "alive")}}},
         "/readyz": {"get": {"summary": "Readiness: Milvus, collection loaded, extractor ready, same model",
@@ -155,6 +190,28 @@ OPENAPI: dict = {
                 "empty": {"type": "boolean", "description": "true when the catalogue holds no images"},
                 "message": {"type": "string"},
             }},
+            "QueryResult": {"type": "object", "properties": {
+                "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
+                "error": {"type": "object", "properties": {
+                    "code": {"type": "string"}, "message": {"type": "string"}, "status": {"type": "integer"}}},
+            }},
+            "BatchResults": {"type": "object", "required": ["queries", "took_ms"], "properties": {
+                "queries": {"type": "array", "items": {"$ref": "#/components/schemas/QueryResult"}},
+                "took_ms": {"type": "object"},
+                "empty": {"type": "boolean"}, "message": {"type": "string"},
+            }},
+            "Group": {"type": "object", "properties": {
+                "names": {"type": "array", "items": {"type": "string"}}, "size": {"type": "integer"},
+                "best_score": {"type": "number"}, "pairs": {"type": "integer"},
+                "urls": {"type": "array", "items": {"type": "string"}},
+            }},
+            "Duplicates": {"type": "object", "required": ["threshold", "status"], "properties": {
+                "threshold": {"type": "number"}, "status": {"type": "string", "enum": ["computing", "done"]},
+                "groups": {"type": "array", "items": {"$ref": "#/components/schemas/Group"}},
+                "next": {"type": ["string", "null"], "description": "cursor of the next page (null: last page)"},
+                "total_groups": {"type": "integer"}, "images": {"type": "integer"},
+                "scanned": {"type": "integer"}, "empty": {"type": "boolean"}, "message": {"type": "string"},
+            }},
             "Stored": {"type": "object", "properties": {
                 "name": {"type": "string"}, "url": {"type": "string"}, "meta": {"type": "object"},
                 "replaced": {"type": "boolean"}, "fingerprint": {"type": "string"},
@@ -175,6 +232,7 @@ OPENAPI: dict = {
                 "model": {"type": ["string", "null"],
                           "description": "the backbone that built it (the fingerprint without its hash)"},
                 "dim": {"type": ["integer", "null"]},
+                "scalar_fields": {"type": "object", "description": "fields declared for fast filters: name -> type"},
                 "index": {"type": "object", "properties": {
                     "type": {"type": "string"}, "build_params": {"type": "object"},
                     "search_params": {"type": "object"},

@@ -10,7 +10,7 @@ extractor `extractor_client.ExtractorUnavailable` and `ExtractorRejected`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -70,8 +70,14 @@ class CatalogPort(Protocol):
 
     def search(self, vectors: np.ndarray, top_k: int = 10, index: IndexSpec | None = None,
                params: dict[str, Any] | None = None, with_meta: bool = True,
-               consistency_level: str | None = None) -> list[list[dict]]:
-        """Per query vector, up to `top_k` hits `{"name", "score" (cosine), "meta"}`, best first."""
+               consistency_level: str | None = None, filter: str = "", offset: int = 0,
+               min_score: float | None = None) -> list[list[dict]]:
+        """Per query vector, up to `top_k` hits `{"name", "score" (cosine), "meta"}`, best first: those
+        matching `filter` (catalog.filters), after `offset`, scoring at least `min_score`."""
+        ...
+
+    def iter_rows(self, batch_size: int = 1000, with_vectors: bool = True) -> Iterator[list[dict]]:
+        """Every row `{"name"[, "vector"]}`, in batches (near-duplicate groups)."""
         ...
 
     def close(self) -> None:
@@ -93,6 +99,11 @@ class ExtractorPort(Protocol):
 
     def extract_one(self, name: str, data: bytes) -> tuple[np.ndarray, str]:
         """One image's vector and the fingerprint of the model that made it."""
+        ...
+
+    def extract(self, images: Sequence[tuple[str, bytes]]) -> Any:
+        """Several images in one request: an `extractor_client.ExtractBatch` (fingerprint, dim, and per image
+        a vector or an error)."""
         ...
 
     def close(self) -> None:

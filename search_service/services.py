@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 
 from search_service.config import Config
+from search_service.duplicates import DuplicateFinder
 from search_service.files import ImageFiles
 from search_service.guard import CollectionInfo, ModelGuard
 from search_service.metrics import Metrics
@@ -14,7 +15,7 @@ from search_service.ports import CatalogPort, ExtractorPort
 
 @dataclass
 class Services:
-    """Catalogue, extractor client(s), model guard, image files and metrics of one app."""
+    """Catalogue, extractor client(s), model guard, image files, metrics and duplicate jobs of one app."""
 
     config: Config
     catalog: CatalogPort
@@ -23,6 +24,7 @@ class Services:
     guard: ModelGuard
     files: ImageFiles
     metrics: Metrics
+    duplicates: DuplicateFinder
     _create_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ensure_collection(self, fingerprint: str, dim: int) -> CollectionInfo:

@@ -1,13 +1,18 @@
-// The search page: drop, paste or choose a picture; show the best matches; click one to search by it.
-// Talks only to this origin (/v1/search, /v1/stats, /v1/images/<name>/file), so it works offline.
+// The search page: drop, paste or choose a picture; show the best matches; click one to search by it;
+// narrow by the catalogue's declared fields; page with "Show more"; browse near-duplicate groups.
+// Talks only to this origin (/v1/search, /v1/stats, /v1/duplicates, /v1/images/<name>/file): works offline.
 "use strict";
 
 (function () {
   const $ = (id) => document.getElementById(id);
   const drop = $("drop"), fileInput = $("file"), preview = $("preview"), hint = $("drop-hint");
   const message = $("message"), results = $("results"), timing = $("timing"), stats = $("stats"), topK = $("top-k");
+  const more = $("more"), filters = $("filters"), filterFields = $("filter-fields");
   let previewUrl = null;
   let generation = 0; // a newer search makes older answers irrelevant
+  let lastQuery = null; // {file} or {name}: what "Show more" and a filter change search again
+  let shown = 0; // results on the page: the next page's offset
+  let fields = {}; // declared scalar fields: name -> type (from /v1/stats)
 
   function showMessage(text, kind) {
     message.textContent = text;
@@ -33,8 +38,10 @@
     return "The search failed (HTTP " + status + "). Try again.";
   }
 
-  function renderResults(body) {
-    results.replaceChildren();
+  function renderResults(body, append) {
+    if (!append) results.replaceChildren();
+    shown = (append ? shown : 0) + body.results.length;
+    more.hidden = body.results.length < Number(topK.value);
     for (const hit of body.results) {
       const li = document.createElement("li");
       const button = document.createElement("button");
@@ -64,11 +71,56 @@
         (t.search !== undefined ? (t.extract !== undefined ? ", " : "") + "search " + t.search.toFixed(0) + " ms)" : ")")
       : "";
     if (body.empty) showMessage(body.message || "The catalogue is empty.", "info");
-    else if (!body.results.length) showMessage(body.message || "No similar pictures found.", "info");
+    else if (!shown) showMessage(body.message || "No similar pictures found.", "info");
     else showMessage("", "info");
   }
 
-  async function runSearch(init) {
+  // The filter from the field boxes: equality for text and true/false, a range for numbers.
+  function currentFilter() {
+    const filt = {};
+    for (const input of filterFields.querySelectorAll("input")) {
+      const value = input.value.trim();
+      if (!value) continue;
+      const field = input.dataset.field, kind = fields[field];
+      if (input.dataset.bound) {
+        const number = Number(value);
+        if (!Number.isFinite(number)) continue;
+        filt[field] = Object.assign(filt[field] || {}, { [input.dataset.bound]: number });
+      } else if (kind === "bool") {
+        filt[field] = ["true", "yes", "1"].includes(value.toLowerCase());
+      } else {
+        filt[field] = value;
+      }
+    }
+    return Object.keys(filt).length ? filt : null;
+  }
+
+  function searchAgain(append) {
+    if (!lastQuery) return;
+    if (lastQuery.file) return searchByFile(lastQuery.file, append);
+    return searchByName(lastQuery.name, lastQuery.url, append);
+  }
+
+  function showFilters(declared) {
+    fields = declared || {};
+    filterFields.replaceChildren();
+    for (const [field, kind] of Object.entries(fields)) {
+      const bounds = kind === "int" || kind === "float" ? [["gte", "from"], ["lte", "to"]] : [[null, "="]];
+      for (const [bound, label] of bounds) {
+        const row = document.createElement("label");
+        const input = document.createElement("input");
+        input.dataset.field = field;
+        if (bound) { input.dataset.bound = bound; input.inputMode = "decimal"; }
+        input.placeholder = kind === "bool" ? "true or false" : kind;
+        input.addEventListener("change", () => searchAgain(false));
+        row.append(field + " " + label, input);
+        filterFields.append(row);
+      }
+    }
+    filters.hidden = !Object.keys(fields).length;
+  }
+
+  async function runSearch(init, append) {
     const mine = ++generation;
     showMessage("Searching…", "busy");
     drop.setAttribute("aria-busy", "true");
@@ -89,26 +141,107 @@
       showMessage(describeError(resp.status, body), "error");
       return;
     }
-    renderResults(body);
+    renderResults(body, append);
   }
 
-  function searchByFile(file) {
+  function searchByFile(file, append) {
     if (!file) return;
-    showPreview(URL.createObjectURL(file));
+    if (!append && (!lastQuery || lastQuery.file !== file)) showPreview(URL.createObjectURL(file));
+    lastQuery = { file: file };
     const form = new FormData();
     form.append("image", file, file.name || "pasted-image");
     form.append("top_k", topK.value);
-    return runSearch({ method: "POST", body: form });
+    if (append) form.append("offset", String(shown));
+    const filt = currentFilter();
+    if (filt) form.append("filter", JSON.stringify(filt));
+    return runSearch({ method: "POST", body: form }, append);
   }
 
-  function searchByName(name, url) {
-    showPreview(url);
+  function searchByName(name, url, append) {
+    if (!append) showPreview(url);
+    lastQuery = { name: name, url: url };
+    const query = { name: name, top_k: Number(topK.value), offset: append ? shown : 0 };
+    const filt = currentFilter();
+    if (filt) query.filter = filt;
     return runSearch({
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ name: name, top_k: Number(topK.value) }),
-    });
+      body: JSON.stringify(query),
+    }, append);
   }
+
+  more.addEventListener("click", () => searchAgain(true));
+  $("clear-filters").addEventListener("click", () => {
+    for (const input of filterFields.querySelectorAll("input")) input.value = "";
+    searchAgain(false);
+  });
+
+  // Near-duplicate groups: found by the service in the background (202 while it works), then paged.
+  const dupSection = $("duplicates"), dupGroups = $("dup-groups"), dupMore = $("dup-more"), dupMessage = $("dup-message");
+  let dupCursor = null, dupGeneration = 0;
+
+  async function loadDuplicates(after, mine) {
+    if (mine === undefined) mine = ++dupGeneration; // a newer request makes this one's answer irrelevant
+    dupSection.hidden = false;
+    const params = new URLSearchParams({ threshold: $("dup-threshold").value, limit: "10" });
+    if (after) params.set("after", after);
+    let resp, body = null;
+    try {
+      resp = await fetch("/v1/duplicates?" + params);
+      body = await resp.json().catch(() => null);
+    } catch (e) {
+      if (mine !== dupGeneration) return;
+      dupMessage.textContent = "Cannot reach the search service.";
+      dupMessage.hidden = false;
+      return;
+    }
+    if (mine !== dupGeneration) return;
+    if (resp.status === 202 && body) {
+      dupMessage.textContent = body.message;
+      dupMessage.hidden = false;
+      setTimeout(() => loadDuplicates(after, mine), 1000);
+      return;
+    }
+    if (!resp.ok || !body) {
+      dupMessage.textContent = describeError(resp.status, body);
+      dupMessage.hidden = false;
+      return;
+    }
+    if (!after) dupGroups.replaceChildren();
+    dupMessage.hidden = body.groups.length > 0 || Boolean(after);
+    dupMessage.textContent = body.message || "No near-duplicates in the catalogue.";
+    for (const group of body.groups) {
+      const li = document.createElement("li");
+      li.className = "group";
+      group.names.forEach((name, i) => {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = "result";
+        button.title = "Search by " + name;
+        const img = document.createElement("img");
+        img.src = group.urls[i];
+        img.alt = name;
+        img.loading = "lazy";
+        const label = document.createElement("span");
+        label.className = "name";
+        label.textContent = name;
+        button.append(img, label);
+        button.addEventListener("click", () => searchByName(name, group.urls[i]));
+        li.append(button);
+      });
+      const score = document.createElement("span");
+      score.className = "score";
+      score.textContent = group.size + " pictures, best pair " + group.best_score.toFixed(3);
+      li.append(score);
+      dupGroups.append(li);
+    }
+    dupCursor = body.next;
+    dupMore.hidden = !dupCursor;
+  }
+
+  $("show-duplicates").addEventListener("click", () => loadDuplicates(null));
+  $("dup-threshold").addEventListener("change", () => loadDuplicates(null));
+  dupMore.addEventListener("click", () => loadDuplicates(dupCursor));
 
   fileInput.addEventListener("change", () => {
     searchByFile(fileInput.files[0]);
@@ -143,6 +276,7 @@
     if (resp.ok && body) {
       stats.textContent = body.count + (body.count === 1 ? " picture" : " pictures") + " in the catalogue" +
         (body.model ? " \u00b7 features: " + body.model : "");
+      showFilters(body.scalar_fields);
     }
     if (generation) return; // a search has started: its own message wins
     if (!resp.ok) { showMessage(describeError(resp.status, body), "error"); return; }

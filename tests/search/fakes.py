@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from catalog import schema as S
-from catalog.errors import (COLLECTION_NOT_FOUND, CallFailed, DimensionMismatch, FingerprintMismatch,
-                            MilvusUnavailable)
-from extractor_client import ExtractorRejected, ExtractorUnavailable
+from catalog.errors import (COLLECTION_NOT_FOUND, CallFailed, CatalogError, DimensionMismatch,
+                            FingerprintMismatch, MilvusUnavailable)
+from extractor_client import ExtractBatch, Extraction, ExtractorRejected, ExtractorUnavailable
 
 FAKE_FP = "fake-model-v1"
 FAKE_DIM = 12
@@ -85,7 +85,12 @@ class FakeCatalog:
         self._call("dim")
         return int(self._props[S.PROP_DIM]) if self._props else None
 
-    def create(self, dim: int, fingerprint: str, index: S.IndexSpec | None = S.DEFAULT_INDEX) -> None:
+    def scalar_fields(self) -> dict[str, str]:
+        """The scalar fields declared at creation."""
+        return dict(json.loads(self.properties().get(S.PROP_SCALAR_FIELDS) or "{}"))
+
+    def create(self, dim: int, fingerprint: str, index: S.IndexSpec | None = S.DEFAULT_INDEX,
+               scalar_fields: dict[str, str] | None = None) -> None:
         """Create the collection; with `index`, it is indexed and loaded at once (as MilvusClient does)."""
         self._call("create", needs_collection=False)
         with self._lock:
@@ -93,17 +98,24 @@ class FakeCatalog:
                 raise CallFailed(f"Milvus create_collection failed: collection {self.collection} already exists",
                                  "create_collection", "already exists", retriable=False)
             self._props = {S.PROP_FINGERPRINT: fingerprint, S.PROP_DIM: str(dim),
-                           S.PROP_SCHEMA_VERSION: S.SCHEMA_VERSION}
+                           S.PROP_SCHEMA_VERSION: S.SCHEMA_VERSION,
+                           S.PROP_SCALAR_FIELDS: S.scalar_fields_property(scalar_fields)}
             self._index = index
             self._loaded = index is not None
             self._rows = {}
 
     def ensure(self, dim: int, fingerprint: str, index: S.IndexSpec | None = S.DEFAULT_INDEX,
-               force: bool = False) -> bool:
+               force: bool = False, scalar_fields: dict[str, str] | None = None) -> bool:
         """Create the collection when missing (True), else check it fits: Dimension/FingerprintMismatch."""
         if not self.exists():
-            self.create(dim, fingerprint, index)
+            self.create(dim, fingerprint, index, scalar_fields)
             return True
+        if scalar_fields:
+            have = self.scalar_fields()
+            missing = {k: v for k, v in scalar_fields.items() if have.get(k) != v}
+            if missing:
+                raise CatalogError(f"collection {self.collection!r} was created with scalar fields {have or 'none'}; "
+                                   f"{missing} cannot be added later: import into a new collection (--collection)")
         have_dim = self.dim()
         if have_dim != dim:
             raise DimensionMismatch(self.collection, have_dim, dim)
@@ -216,8 +228,10 @@ class FakeCatalog:
 
     def search(self, vectors: np.ndarray, top_k: int = 10, index: S.IndexSpec | None = None,
                params: dict[str, Any] | None = None, with_meta: bool = True,
-               consistency_level: str | None = None) -> list[list[dict]]:
-        """Exact cosine search: per query, up to `top_k` hits `{"name", "score", "meta"}`, best first."""
+               consistency_level: str | None = None, filter: str = "", offset: int = 0,
+               min_score: float | None = None) -> list[list[dict]]:
+        """Exact cosine search: per query, hits `{"name", "score", "meta"}` best first, after `offset`,
+        at least `min_score`, matching `filter` (an expression from catalog.filters), at most `top_k`."""
         self._read("search")
         queries = np.asarray(vectors, dtype=np.float32)
         queries = queries.reshape(-1, queries.shape[-1])
@@ -225,17 +239,61 @@ class FakeCatalog:
         if queries.shape[1] != dim:
             detail = f"vector dimension mismatch, expected vector size(byte) {dim * 4}, actual {queries.shape[1] * 4}"
             raise CallFailed(f"Milvus search failed: {detail}", "search", detail, retriable=False)
+        scalars = self.scalar_fields()
         with self._lock:
-            names = list(self._rows)
+            names = [n for n in self._rows if _matches(filter, self._rows[n][1], scalars)]
             stored = np.stack([self._rows[n][0] for n in names]) if names else np.zeros((0, dim), np.float32)
             metas = [self._rows[n][1] for n in names]
         out = []
         for q in queries:
             scores = _unit(stored) @ _unit(q[None, :])[0]
-            order = sorted(range(len(names)), key=lambda i: -scores[i])[:top_k]
+            order = sorted(range(len(names)), key=lambda i: -scores[i])
+            if min_score is not None:
+                order = [i for i in order if scores[i] >= min_score]
+            order = order[offset:offset + top_k]
             out.append([{"name": names[i], "score": float(scores[i]),
                          "meta": json.loads(json.dumps(metas[i])) if with_meta else {}} for i in order])
         return out
+
+    def iter_rows(self, batch_size: int = 1000, with_vectors: bool = True):
+        """Every row `{"name"[, "vector"]}` in batches, in name order."""
+        self._read("iter_rows")
+        with self._lock:
+            rows = [{S.NAME_FIELD: n, **({S.VECTOR_FIELD: [float(x) for x in v]} if with_vectors else {})}
+                    for n, (v, _m) in sorted(self._rows.items())]
+        for i in range(0, len(rows), batch_size):
+            yield rows[i:i + batch_size]
+
+
+class _Missing:
+    """A meta key a row lacks, as Milvus's JSON paths treat it: equal to nothing, unequal to everything,
+    ordered against nothing (so `!=` and `not in` match a row without the key; `==`, `<` and `in` do not)."""
+
+    def __eq__(self, other):
+        return False
+
+    def __ne__(self, other):
+        return True
+
+    __lt__ = __le__ = __gt__ = __ge__ = __eq__
+
+    def __hash__(self):
+        return 0
+
+
+class _Meta(dict):
+    def __getitem__(self, key):
+        return dict.get(self, key, _Missing())
+
+
+def _matches(expr: str, meta: dict, scalars: dict[str, str]) -> bool:
+    """Whether a row passes a filter expression made by catalog.filters (never user text: evaluated as
+    Python, whose literals, `in`, `not in`, `and`, `or` and `not` read the same)."""
+    if not expr:
+        return True
+    scope = {"meta": _Meta(meta), "true": True, "false": False}
+    scope.update({f: S.scalar_value(kind, meta.get(f)) for f, kind in scalars.items()})
+    return bool(eval(expr, {"__builtins__": {}}, scope))  # noqa: S307 - our own generated expressions
 
 
 def _unit(m: np.ndarray) -> np.ndarray:
@@ -255,6 +313,7 @@ class FakeExtractor:
         self.fingerprint = fingerprint
         self.down = False
         self.calls = 0
+        self.batches: list[int] = []  # images per extract() call
 
     def info(self) -> dict:
         if self.down:
@@ -265,17 +324,35 @@ class FakeExtractor:
         return not self.down
 
     def extract_one(self, name: str, data: bytes):
-        from PIL import Image, UnidentifiedImageError
-
         self.calls += 1
         if self.down:
             raise ExtractorUnavailable("extractor unavailable at fake: connection refused")
+        return self._vector(name, data), self.fingerprint
+
+    def extract(self, images: Sequence[tuple[str, bytes]]) -> ExtractBatch:
+        """One request for several images: a vector or an error per image, as the real client returns."""
+        self.calls += 1
+        self.batches.append(len(images))
+        if self.down:
+            raise ExtractorUnavailable("extractor unavailable at fake: connection refused")
+        items = []
+        for name, data in images:
+            try:
+                items.append(Extraction(vector=self._vector(name, data)))
+            except ExtractorRejected as exc:
+                items.append(Extraction(error_code=exc.code, error_message=exc.message, error_status=exc.status))
+        return ExtractBatch(fingerprint=self.fingerprint, dim=FAKE_DIM, items=items)
+
+    @staticmethod
+    def _vector(name: str, data: bytes) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
         try:
             img = Image.open(io.BytesIO(data)).convert("RGB").resize((2, 2))
         except (UnidentifiedImageError, OSError):
             raise ExtractorRejected(422, "undecodable_image", f"{name}: cannot decode the image") from None
         v = np.asarray(img, dtype=np.float32).reshape(-1) + 1.0
-        return v / np.linalg.norm(v), self.fingerprint
+        return v / np.linalg.norm(v)
 
     def close(self) -> None:
         pass

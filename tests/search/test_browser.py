@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -146,3 +147,56 @@ def test_unreachable_database_message(page_for, start_search_service, tmp_path):
     message = page.locator("#message.error")
     message.wait_for(timeout=30000)
     assert "unavailable" in message.inner_text()
+
+
+def test_filters_more_results_and_near_duplicates(page_for, start_search_service, milvus_server, extractor_service,
+                                                  sample_photos, tmp_path):
+    """A shop-like catalogue with a declared field: the filter box narrows the results, "Show more" pages,
+    and the near-duplicate view shows a copied photo beside its original."""
+    import uuid
+
+    import requests
+
+    from catalog import Catalog
+
+    collection = "shop_" + uuid.uuid4().hex[:8]
+    info = requests.get(extractor_service.url + "/v1/info", timeout=10).json()
+    cat = Catalog(milvus_server.uri, collection=collection)
+    cat.ensure(info["dim"], info["fingerprint"], scalar_fields={"colour": "str"})
+    cat.close()
+    svc = start_search_service(COLLECTION=collection)
+    photos = photo_files(sample_photos)[:8]
+    for i, photo in enumerate(photos):
+        resp = requests.post(svc.url + "/v1/images", files={"image": (photo.name, photo.read_bytes())},
+                             data={"name": photo.name, "meta": json.dumps({"colour": "red" if i % 2 else "blue"})},
+                             timeout=120)
+        assert resp.status_code == 201, resp.text
+    copy = requests.post(svc.url + "/v1/images", files={"image": ("copy.jpg", photos[0].read_bytes())},
+                         data={"name": "copy of " + photos[0].name, "meta": '{"colour": "blue"}'}, timeout=120)
+    assert copy.status_code == 201
+
+    page = page_for(svc.url)
+    page.wait_for_selector("#filters:not([hidden]) input[data-field=colour]")
+    page.select_option("#top-k", "5")
+    page.set_input_files("#file", str(photos[1]))
+    page.wait_for_function("() => document.querySelectorAll('#results li').length === 5")
+    assert page.locator("#more").is_visible()
+    page.locator("#more").click()
+    page.wait_for_function("() => document.querySelectorAll('#results li').length === 9")
+    names = page.locator("#results li .name").all_inner_texts()
+    assert len(set(names)) == 9 and page.locator("#more").is_hidden()
+
+    page.fill("input[data-field=colour]", "red")
+    page.dispatch_event("input[data-field=colour]", "change")
+    page.wait_for_function("() => document.querySelectorAll('#results li').length === 4")
+    reds = {p.name for i, p in enumerate(photos) if i % 2}
+    assert set(page.locator("#results li .name").all_inner_texts()) == reds
+    assert page.locator("#results li .name").first.inner_text() == photos[1].name
+
+    page.locator("#show-duplicates").click()
+    page.select_option("#dup-threshold", "0.999")  # exact copies (the test extractor's hed-vgg16 scores photos alike)
+    page.wait_for_function("() => document.querySelectorAll('#dup-groups .group').length === 1", timeout=60000)
+    group = page.locator("#dup-groups .group").first.locator(".name").all_inner_texts()
+    assert sorted(group) == sorted([photos[0].name, "copy of " + photos[0].name])
+    page.screenshot(path=str(tmp_path / "features.png"), full_page=True)
+    assert page.foreign == []

@@ -9,6 +9,7 @@ import pytest
 
 from catalog import schema as S
 from catalog.errors import CallFailed, CatalogError, DimensionMismatch, FingerprintMismatch, MilvusUnavailable
+from catalog.filters import to_expression
 from search_service.ports import CatalogPort
 from tests.search.conftest import BOTH_CATALOGUES, FakeCatalog, wait_until
 
@@ -66,6 +67,15 @@ def scenario(cat, switch) -> dict:
     t["get_vectors"] = _rows(cat.get(["cats/b.jpg"], with_vectors=True))
     t["search"] = _hits(cat.search(np.array([1, 0, 0, 0], np.float32), top_k=3, consistency_level="Strong"))
     t["search_two"] = _hits(cat.search(VECTORS[[2, 3]] * 7, top_k=1, consistency_level="Strong"))
+    q = np.array([1, 0, 0, 0], np.float32)
+    t["filtered"] = _hits(cat.search(q, top_k=3, consistency_level="Strong", filter=to_expression({"colour": "red"})))
+    t["filtered_in"] = _hits(cat.search(q, top_k=3, consistency_level="Strong",
+                                        filter=to_expression({"colour": {"in": ["red", "blue"]}, "v": {"ne": 1}})))
+    t["offset"] = _hits(cat.search(q, top_k=2, offset=1, consistency_level="Strong"))
+    t["min_score"] = _hits(cat.search(q, top_k=3, min_score=0.5, consistency_level="Strong"))
+    t["min_score_none"] = _hits(cat.search(q, top_k=3, min_score=0.9999, offset=1, consistency_level="Strong"))
+    t["rows"] = sorted(r["name"] for batch in cat.iter_rows(3, with_vectors=False) for r in batch)
+    t["rows_vectors"] = sorted(len(r["vector"]) for batch in cat.iter_rows(2) for r in batch)
     t["wrong_dim"] = (_error(lambda: cat.upsert(["x.jpg"], np.ones((1, 5), np.float32))),
                       _error(lambda: cat.search(np.ones(5, np.float32), top_k=1)))
 
@@ -110,6 +120,13 @@ EXPECTED = {
     "get_vectors": [{"name": "cats/b.jpg", "meta": {}, "vector": [0.9, 0.1, 0.0, 0.0]}],
     "search": [[("a.jpg", 1.0, {"colour": "red"}), ("cats/b.jpg", 0.9939, {}), ("c.jpg", 0.1961, METAS[2])]],
     "search_two": [[("c.jpg", 1.0, METAS[2])], [(NAMES[3], 1.0, METAS[3])]],
+    "filtered": [[("a.jpg", 1.0, {"colour": "red"})]],
+    "filtered_in": [[("a.jpg", 1.0, {"colour": "red"})]],
+    "offset": [[("cats/b.jpg", 0.9939, {}), ("c.jpg", 0.1961, METAS[2])]],
+    "min_score": [[("a.jpg", 1.0, {"colour": "red"}), ("cats/b.jpg", 0.9939, {})]],
+    "min_score_none": [[]],
+    "rows": sorted(NAMES),
+    "rows_vectors": [4, 4, 4, 4],
     "wrong_dim": ("CallFailed", "CallFailed"),
     "after_replace_delete": (3, [{"name": "a.jpg", "meta": {"v": 2}}]),
     "empty_inputs": ([], set(), 0),
@@ -122,6 +139,30 @@ EXPECTED = {
 def test_the_fake_and_the_real_catalogue_tell_the_same_story(catalogue, catalogue_switch):
     got = scenario(catalogue, catalogue_switch)
     assert {k: got[k] for k in EXPECTED} == EXPECTED
+
+
+@BOTH_CATALOGUES
+def test_declared_scalar_fields_filter_the_same_on_both(catalogue):
+    """Fields declared at creation are copies of meta's keys (a missing key: the type's empty value)."""
+    cat = catalogue
+    assert cat.ensure(4, "fp", scalar_fields={"shop": "str", "price": "float"})
+    assert cat.scalar_fields() == {"price": "float", "shop": "str"}
+    metas = [{"shop": "berlin", "price": 10}, {"shop": "paris", "price": 99.5}, {"price": "n/a"}, {}]
+    cat.upsert(NAMES, VECTORS, metas)
+    q = np.array([1, 0, 0, 0], np.float32)
+
+    def names(filt):
+        expr = to_expression(filt, scalar_fields=cat.scalar_fields())
+        return sorted(h["name"] for h in cat.search(q, top_k=4, filter=expr, consistency_level="Strong")[0])
+
+    assert names({"shop": "berlin"}) == ["a.jpg"]
+    assert names({"price": {"gte": 50}}) == ["cats/b.jpg"]
+    assert names({"price": {"lt": 50}}) == sorted(["a.jpg", "c.jpg", NAMES[3]])  # missing and "n/a" hold 0.0
+    assert names({"shop": ""}) == sorted(["c.jpg", NAMES[3]])
+    assert names({"shop": "berlin", "price": 10}) == ["a.jpg"]
+    with pytest.raises(CatalogError, match="cannot be added later"):
+        cat.ensure(4, "fp", scalar_fields={"colour": "str"})
+    cat.drop()
 
 
 def test_the_fake_counts_calls_and_fails_like_milvus_when_down():

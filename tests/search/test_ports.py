@@ -66,7 +66,7 @@ def test_the_app_needs_nothing_beyond_the_protocols(tmp_path):
     import io
 
     from search_service import Config, create_app
-    from tests.search.conftest import colour_jpeg
+    from tests.search.conftest import colour_jpeg, wait_until
 
     catalog, extractor = OnlyThePort(CatalogPort, FakeCatalog("c")), OnlyThePort(ExtractorPort, FakeExtractor())
     app = create_app(Config(collection="c", image_root=str(tmp_path), guard_ttl=0.0), catalog=catalog,
@@ -78,6 +78,10 @@ def test_the_app_needs_nothing_beyond_the_protocols(tmp_path):
                        content_type="multipart/form-data").status_code == 200
     assert client.post("/v1/search", json={"name": "r.jpg"}).status_code == 200
     assert client.post("/v1/search", json={"vector": [0.5] * 12}).status_code == 200
+    two = [("image", (io.BytesIO(colour_jpeg(c)), f"{i}.jpg")) for i, c in enumerate([(200, 10, 10), (10, 200, 10)])]
+    assert client.post("/v1/search", data={"image": [p[1] for p in two]},
+                       content_type="multipart/form-data").status_code == 200
+    wait_until(lambda: client.get("/v1/duplicates?threshold=0.9").status_code == 200, timeout=10)
     for path in ("/v1/images/r.jpg", "/v1/images/r.jpg/file", "/v1/stats", "/readyz", "/healthz"):
         assert client.get(path).status_code == 200, path
     assert client.delete("/v1/images/r.jpg").status_code == 200
