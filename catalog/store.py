@@ -33,6 +33,11 @@ def names_filter(names: Iterable[str]) -> str:
     return f"{S.NAME_FIELD} in [{quoted}]"
 
 
+def names_after(last: str | None) -> str:
+    """Return the cursor expression `name > "<last>"` (escaped like names_filter), or every row for None."""
+    return f"{S.NAME_FIELD} > {json.dumps(last, ensure_ascii=False)}" if last is not None else f'{S.NAME_FIELD} != ""'
+
+
 class Catalog:
     """One Milvus collection of image vectors keyed by image name."""
 
@@ -342,10 +347,9 @@ class Catalog:
         fields = [S.NAME_FIELD] + ([S.VECTOR_FIELD] if with_vectors else [])
         last: str | None = None
         while True:
-            expr = (f"{S.NAME_FIELD} > {json.dumps(last, ensure_ascii=False)}" if last is not None
-                    else f'{S.NAME_FIELD} != ""')
-            rows = list(self._read("query", self.collection, filter=expr, output_fields=fields, limit=batch_size,
-                                   consistency_level="Strong", iterator="True", reduce_stop_for_best="True"))
+            rows = list(self._read("query", self.collection, filter=names_after(last), output_fields=fields,
+                                   limit=batch_size, consistency_level="Strong", iterator="True",
+                                   reduce_stop_for_best="True"))
             if not rows:
                 return
             rows.sort(key=lambda r: r[S.NAME_FIELD])

@@ -65,11 +65,10 @@ def search():
     found: list[list[dict]] = [[] for _ in vectors]
     good = [i for i, v in enumerate(vectors) if v is not None]
     if info.exists and good:
-        expr = to_expression(query.filter, info.scalar_fields)
         t = time.perf_counter()
         hits = svc.catalog.search(np.stack([vectors[i] for i in good]), top_k=query.top_k, index=info.index,
                                   params=svc.config.search_params, consistency_level=svc.config.search_consistency,
-                                  filter=expr, offset=query.offset, min_score=query.min_score)
+                                  filter=to_expression(query.filter, info.scalar_fields), offset=query.offset, min_score=query.min_score)
         took["search"] = _ms(t)
         for i, h in zip(good, hits):
             found[i] = h

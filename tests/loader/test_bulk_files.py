@@ -94,7 +94,7 @@ class _FailingJob:
     def __init__(self):
         self.rows, self.threads, self.aborted = 0, set(), False
 
-    def write(self, names, vectors):
+    def write(self, names, vectors, metas=None):
         self.threads.add(threading.get_ident())
         if self.rows >= 2 * len(names):
             raise OSError(28, "No space left on device")

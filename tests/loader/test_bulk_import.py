@@ -138,7 +138,7 @@ class FakeCatalog:
         have = set(self.stored) | set(self.server.imported) | set(self.server.upserted)
         return {n for n in names if n in have}
 
-    def upsert(self, names, vectors):
+    def upsert(self, names, vectors, metas=None):
         assert len(names) == len(vectors)
         self.server.upserted.extend(names)
         return len(names)
