@@ -73,17 +73,22 @@ def _stamp() -> str:
     return f" machine={machine_id()} at={time.monotonic() - _T0:.0f}s"
 
 
+def _num(x: float) -> str:
+    """4 significant digits, without exponents for large figures (15940 rows/s, not 1.594e+04)."""
+    return f"{x:.0f}" if abs(x) >= 1000 and x == x else f"{x:.4g}"
+
+
 def result(name: str, ours: float, baseline: float, unit: str, higher_is_better: bool = True) -> str:
     """Print and return `RESULT name ours=..unit baseline=..unit ratio=..` (ratio > 1: ours is better)."""
     ratio = (ours / baseline if higher_is_better else baseline / ours) if ours and baseline else float("nan")
-    line = f"RESULT {name} ours={ours:.4g}{unit} baseline={baseline:.4g}{unit} ratio={ratio:.3f}" + _stamp()
+    line = f"RESULT {name} ours={_num(ours)}{unit} baseline={_num(baseline)}{unit} ratio={ratio:.3f}" + _stamp()
     print(line, flush=True)
     return line
 
 
 def value(name: str, number: float, unit: str = "") -> str:
     """Print and return `RESULT name value=<number><unit>`."""
-    line = f"RESULT {name} value={number:.4g}{unit}" + _stamp()
+    line = f"RESULT {name} value={_num(number)}{unit}" + _stamp()
     print(line, flush=True)
     return line
 
