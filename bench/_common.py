@@ -1,8 +1,20 @@
-"""Small helpers shared by the benchmarks: RESULT lines, percentiles, a numpy matmul roofline."""
+"""Small helpers shared by the benchmarks: RESULT lines, the machine they ran on, percentiles, a numpy
+matmul roofline.
+
+Every RESULT line ends with `machine=<id> at=<seconds>s`: the machine (`machine_id()`: architecture, CPU
+count, AVX-512 or not, GPU or none, CPU model) and how far into the run it was measured. A run prints
+`MACHINE <full description>` first (`start_run`) and `RUN <script> length=<seconds>s mode=full|quick` last
+(`end_run`), so a figure can always be traced to a machine and to a full or a quick run.
+"""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import platform
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -10,20 +22,92 @@ from pathlib import Path
 
 import numpy as np
 
+_T0 = time.monotonic()
+
+
+@functools.cache
+def machine() -> dict[str, str | int | bool]:
+    """This machine: CPU model, usable cores, AVX-512, GPU (nvidia-smi's name, or none)."""
+    model, flags = platform.processor() or "unknown", ""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        model = (re.search(r"^model name\s*:\s*(.+)$", text, re.M) or re.search(r"^Model\s*:\s*(.+)$", text, re.M)
+                 or re.search("(.*)", model)).group(1).strip()
+        flags = (re.search(r"^flags\s*:\s*(.+)$", text, re.M) or re.search("()", "")).group(1)
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    gpu = "none"
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                 text=True, timeout=10)
+            gpu = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "none"
+        except (OSError, subprocess.SubprocessError, IndexError):
+            pass
+    return {"arch": platform.machine(), "cpu": model, "cores": cores, "avx512": "avx512f" in flags.split(),
+            "gpu": gpu}
+
+
+def machine_id() -> str:
+    """A short id of this machine for RESULT lines, e.g. `x86_64-2c-avx512-nogpu-amd-epyc`."""
+    m = machine()
+    cpu = re.sub(r"[^a-z0-9]+", "-", str(m["cpu"]).lower()).strip("-")[:24] or "cpu"
+    gpu = "nogpu" if m["gpu"] == "none" else re.sub(r"[^a-z0-9]+", "-", str(m["gpu"]).lower()).strip("-")
+    return f"{m['arch']}-{m['cores']}c-{'avx512' if m['avx512'] else 'noavx512'}-{gpu}-{cpu}"
+
+
+def start_run(script: str, quick: bool) -> None:
+    """Print the MACHINE line; at exit, the RUN line with the run's length and mode."""
+    m = machine()
+    print(f"MACHINE {machine_id()} cpu={m['cpu']!r} cores={m['cores']} avx512={m['avx512']} gpu={m['gpu']!r}",
+          flush=True)
+    atexit.register(lambda: print(f"RUN {script} length={time.monotonic() - _T0:.0f}s "
+                                  f"mode={'quick' if quick else 'full'} machine={machine_id()}", flush=True))
+
+
+def _stamp() -> str:
+    return f" machine={machine_id()} at={time.monotonic() - _T0:.0f}s"
+
+
+def _num(x: float) -> str:
+    """4 significant digits, without exponents for large figures (15940 rows/s, not 1.594e+04)."""
+    return f"{x:.0f}" if abs(x) >= 1000 and x == x else f"{x:.4g}"
+
 
 def result(name: str, ours: float, baseline: float, unit: str, higher_is_better: bool = True) -> str:
     """Print and return `RESULT name ours=..unit baseline=..unit ratio=..` (ratio > 1: ours is better)."""
     ratio = (ours / baseline if higher_is_better else baseline / ours) if ours and baseline else float("nan")
-    line = f"RESULT {name} ours={ours:.4g}{unit} baseline={baseline:.4g}{unit} ratio={ratio:.3f}"
+    line = f"RESULT {name} ours={_num(ours)}{unit} baseline={_num(baseline)}{unit} ratio={ratio:.3f}" + _stamp()
     print(line, flush=True)
     return line
 
 
 def value(name: str, number: float, unit: str = "") -> str:
     """Print and return `RESULT name value=<number><unit>`."""
-    line = f"RESULT {name} value={number:.4g}{unit}"
+    line = f"RESULT {name} value={_num(number)}{unit}" + _stamp()
     print(line, flush=True)
     return line
+
+
+def rss_mb(pids: list[int]) -> float:
+    """Resident memory of these processes and all their children, in MB."""
+    import psutil
+
+    total, seen = 0, set()
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                if p.pid not in seen:
+                    seen.add(p.pid)
+                    total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 2**20
 
 
 def percentile(samples: list[float], q: float) -> float:

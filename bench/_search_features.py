@@ -19,6 +19,7 @@ import time
 import numpy as np
 import requests
 
+from _common import result, value
 from catalog import Catalog
 from catalog.duplicates import brute_force_groups, find_groups
 from catalog.filters import to_expression
@@ -51,10 +52,9 @@ def bench_filtered(cat: Catalog, vectors: np.ndarray, queries: np.ndarray, ann_m
             times.append((time.perf_counter() - t) * 1000)
             found.append({int(h["name"][4:11]) for h in hits})
         recall = float(np.mean([len(f & set(t.tolist())) / top_k for f, t in zip(found, truth)]))
-        p50, base = float(np.median(times)), float(np.median(ann_ms))
-        print(f"RESULT search_filtered_{name}_p50_{tag} ours={p50:.2f}ms baseline={base:.2f}ms "
-              f"ratio={base / p50:.2f}", flush=True)
-        print(f"RESULT search_filtered_{name}_recall_at_10_{tag} value={recall:.4f}", flush=True)
+        result(f"search_filtered_{name}_p50_{tag}", float(np.median(times)), float(np.median(ann_ms)), "ms",
+               higher_is_better=False)
+        value(f"search_filtered_{name}_recall_at_10_{tag}", recall)
 
 
 def bench_batch(search_url: str, photos: list[tuple[str, bytes]], repeats: int, size: int = 16) -> None:
@@ -82,9 +82,8 @@ def bench_batch(search_url: str, photos: list[tuple[str, bytes]], repeats: int, 
     for _ in range(repeats):  # alternate, so drift on a shared machine weighs on both alike
         batched.append(one_request())
         single.append(singles())
-    b, s = float(np.median(batched)), float(np.median(single))
-    print(f"RESULT search_batch_{size}_images ours={b * 1000:.0f}ms baseline={s * 1000:.0f}ms ratio={s / b:.2f}",
-          flush=True)
+    result(f"search_batch_{size}_images", float(np.median(batched)) * 1000, float(np.median(single)) * 1000, "ms",
+           higher_is_better=False)
 
 
 def planted_duplicates(vectors: np.ndarray, rng: np.random.Generator, share: float = 0.01,
@@ -119,7 +118,6 @@ def bench_duplicates(cat: Catalog, vectors: np.ndarray, tag: str, threshold: flo
     agree = sum(tuple(g) in found for g in exact) / max(len(exact), 1)
     print(f"INFO duplicates {tag}: {len(exact)} groups by the scan, {len(ours)} through the index; "
           f"{agree:.4f} of the scan's groups found exactly", flush=True)
-    print(f"RESULT duplicates_{tag} ours={ours_s:.1f}s baseline={exact_s:.1f}s ratio={exact_s / ours_s:.2f}",
-          flush=True)
-    print(f"RESULT duplicates_same_groups_{tag} value={int(same)}", flush=True)
-    print(f"RESULT duplicates_groups_found_{tag} value={agree:.4f}", flush=True)
+    result(f"duplicates_{tag}", ours_s, exact_s, "s", higher_is_better=False)
+    value(f"duplicates_same_groups_{tag}", int(same))
+    value(f"duplicates_groups_found_{tag}", agree)

@@ -323,7 +323,8 @@ class Catalog:
             data=np.asarray(vectors, dtype=np.float32).reshape(-1, np.shape(vectors)[-1]).tolist(),
             limit=top_k,
             anns_field=S.VECTOR_FIELD,
-            search_params=S.search_params(spec, params, depth=top_k + offset, min_score=min_score),
+            search_params=S.search_params(spec, params, depth=top_k + offset, min_score=min_score,
+                                          filtered=bool(filter)),
             output_fields=[S.META_FIELD] if with_meta else [],
             **kwargs,
         )

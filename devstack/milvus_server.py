@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from devstack.milvus_settings import apply_product_settings
 from devstack.processes import bindable, ephemeral_ports, listen_port, port_open
 from devstack.netns import (
     ISOLATE_ENV,
@@ -135,7 +136,7 @@ class MilvusServer:
         # A stock standalone waits up to 30 minutes for its query node to hand segments over on SIGTERM;
         # there is no other node to hand them to, so force the exit after a few seconds.
         text = text.replace("  gracefulStopTimeout: 1800 #", f"  gracefulStopTimeout: {GRACEFUL_STOP_S} #")
-        milvus_yaml.write_text(text)
+        milvus_yaml.write_text(apply_product_settings(text))
         self.metrics_port = ports["metrics_port"]
         return {
             "DEPLOY_MODE": "STANDALONE",

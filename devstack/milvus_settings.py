@@ -1,0 +1,36 @@
+"""The product's Milvus settings: deploy/milvus/user.yaml, the one place they live.
+
+`make run` merges them into the milvus.yaml it renders (devstack/milvus_server.py), docker-compose.yml mounts
+the file as /milvus/configs/user.yaml (Milvus's own override file), and the benchmarks run on `make run`'s
+server, so their figures are what a user gets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PRODUCT_SETTINGS = Path(__file__).resolve().parent.parent / "deploy" / "milvus" / "user.yaml"
+
+
+def product_settings() -> dict:
+    """The product's Milvus settings (deploy/milvus/user.yaml), the same for make run, compose and benchmarks."""
+    import yaml
+
+    return yaml.safe_load(PRODUCT_SETTINGS.read_text()) or {}
+
+
+def apply_product_settings(milvus_yaml: str) -> str:
+    """milvus.yaml with the product's settings merged in (nested keys; the template's comments are lost)."""
+    import yaml
+
+    config = yaml.safe_load(milvus_yaml)
+
+    def merge(into: dict, extra: dict) -> None:
+        for key, value in extra.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    merge(config, product_settings())
+    return yaml.safe_dump(config, sort_keys=False)
