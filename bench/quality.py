@@ -1,6 +1,6 @@
 """Retrieval quality of every backbone + weights this machine can load, on two sets, in one run.
 
-    .venv/bin/python bench/quality.py [--quick] [--input-size 224] [--models efficientnet-lite0,raw-pixels]
+    .venv/bin/python bench/quality.py [--quick|--tiny] [--input-size 224] [--models efficientnet-lite0,raw-pixels]
 
 Models: each backbone of `extractor_service.backbones` with each weights it resolves here (vgg16 with
 `imagenet` when Keras has it cached and `hed-vgg16`; resnet50, densenet121 with `imagenet` when cached;
@@ -40,7 +40,9 @@ Prints images/s per backbone on this CPU: seconds inside `FeatureModel` (batches
 the Fashion-MNIST set (decoding excluded; other processes on the machine weigh on it). Then the goal
 check (the offline default, efficientnet-lite0, beats raw pixels on Fashion-MNIST p@10 and near-duplicate
 recall@1, and beats vgg16-hed by at least 0.15 on near-duplicate recall@1) and a table for the README.
-`--quick` uses input size 112 and the smaller sets above (under two minutes), through the same code.
+`--quick` uses input size 112 and the smaller sets above (under two minutes), through the same code;
+`--tiny` (input 64, a handful of images per set: seconds) only keeps the script working, in a test.
+RESULT lines: each metric per model, and the offline default against raw pixels and vgg16-hed side by side.
 
 This file evaluates each model and prints the report; the parts live beside it: _quality_data.py (the two
 sets and the edits), _quality_metrics.py (p@k, ranks, recall@1, MRR), _quality_models.py (the candidates and
@@ -63,7 +65,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import value  # noqa: E402
+from _common import result, start_run, value  # noqa: E402
 
 from _quality_data import EDITS, FMNIST_DIR, FashionSet, NearDupSet, load_fashion, load_neardup  # noqa: E402
 from _quality_metrics import (  # noqa: E402
@@ -107,19 +109,21 @@ def evaluate(cand: Candidate, size: int, fmnist: FashionSet | None, neardup: Nea
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sets at 112 px: under two minutes")
+    parser.add_argument("--tiny", action="store_true", help="a handful of images at 64 px: seconds (tests)")
     parser.add_argument("--input-size", type=int, default=None,
                         help="model input size (default 224; --quick 112)")
     parser.add_argument("--models", default="",
                         help="comma-separated model names to run (default: all available)")
     parser.add_argument("--fmnist-dir", type=Path, default=FMNIST_DIR)
     args = parser.parse_args()
-    size = args.input_size or (112 if args.quick else 224)
-    per_class, n_faces, n_fmnist = (20, 20, 50) if args.quick else (200, 100, 300)
+    start_run("bench/quality.py", args.quick or args.tiny)
+    size = args.input_size or (64 if args.tiny else 112 if args.quick else 224)
+    per_class, n_faces, n_fmnist = (3, 4, 10) if args.tiny else (20, 20, 50) if args.quick else (200, 100, 300)
     wanted = {m.strip() for m in args.models.split(",") if m.strip()} or None
     start = time.perf_counter()
 
     fmnist = load_fashion(args.fmnist_dir, per_class, size)
-    neardup = load_neardup(n_faces, args.quick, fmnist, n_fmnist, size)
+    neardup = load_neardup(n_faces, args.quick or args.tiny, fmnist, n_fmnist, size)
     print(f"input size {size}; fashion-mnist: {len(fmnist.images) if fmnist else 0} images; near-dup: "
           f"{len(neardup.queries)} queries ({len(EDITS)} edits) against {len(neardup.catalogue)} images + "
           f"{len(neardup.fmnist_distractors)} Fashion-MNIST distractors "
@@ -138,6 +142,12 @@ def main() -> int:
                 value(f"quality_{metric}_{label}", getattr(s, metric))
         if s.images_per_s is not None:
             value(f"quality_images_per_s_{label}", s.images_per_s, "img/s")
+    # The offline default side by side with its two reference points, as ratios.
+    for other in (RAW, HED):
+        for metric in ("fmnist_p10", "neardup_r1"):
+            ours, base = (getattr(results[m], metric) if m in results else None for m in (OFFLINE_DEFAULT, other))
+            if ours is not None and base:
+                result(f"quality_{metric}_{OFFLINE_DEFAULT}_vs_{other}".replace("-", "_"), ours, base, "")
     met, failed = goal_check(results)
     value("quality_goal_offline_default", int(met))
     if met:
