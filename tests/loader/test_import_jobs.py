@@ -119,11 +119,15 @@ def test_ctrl_c_during_an_import_rpc_waits_for_the_call(monkeypatch):
     monkeypatch.setattr(utility, "get_bulk_insert_state", state)
     orm = milvus23.OrmBulkInsert.__new__(milvus23.OrmBulkInsert)  # no server: only the call wrapper
     orm.alias, orm.uri, orm.timeout = "unused", "http://127.0.0.1:9", 1.0
-    before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt):
-        orm.call("get_bulk_insert_state", 7)
-    assert calls == [7]  # the call completed before the interrupt was raised
-    assert signal.getsignal(signal.SIGINT) is before
+    # Python's own Ctrl-C handler, whatever a library imported earlier in this process installed instead
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            orm.call("get_bulk_insert_state", 7)
+        assert calls == [7]  # the call completed before the interrupt was raised
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the usual handler is back
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 def test_a_failing_call_raises_a_typed_error(monkeypatch):
