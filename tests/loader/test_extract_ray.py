@@ -83,12 +83,13 @@ def _read_shards(out: Path) -> dict[str, np.ndarray]:
     return found
 
 
-def _service_vectors(root: Path, names: list[str]) -> tuple[dict[str, np.ndarray], str]:
+def _service_vectors(root: Path, names: list[str], model: str = MODEL,
+                     weights: str = "auto") -> tuple[dict[str, np.ndarray], str]:
     """The extractor service's vectors for the same files, through its own Extractor class (in-process)."""
     from extractor_service.config import ExtractorConfig
     from extractor_service.extractor import load_extractor
 
-    extractor = load_extractor(ExtractorConfig.from_env({}, model=MODEL, input_size=SIZE))
+    extractor = load_extractor(ExtractorConfig.from_env({}, model=model, weights=weights, input_size=SIZE))
     try:
         vectors = extractor.extract([(root / n).read_bytes() for n in names])
         return dict(zip(names, vectors)), extractor.fingerprint
@@ -119,6 +120,28 @@ def test_stages_write_shards_with_the_services_vectors_and_reject_bad_images(ray
 
     again = extract_ray(open_source(str(images)), str(out), _options())  # nothing left to do: no Ray job
     assert (again.read, again.resumed_from, again.imported) == (32, 32, 30)
+
+
+@pytest.mark.parametrize("model,weights", [("vgg16", "hed-vgg16"), ("resnet50", "imagenet"),
+                                           ("densenet121", "imagenet")])
+def test_every_backbone_gives_the_services_vectors(ray_local, images, tmp_path, model, weights):
+    from extractor_service.backbones import WeightsError, resolve_model
+    from loader.ray_job import extract_ray
+    from loader.sources import ListSource
+
+    try:
+        resolve_model(model, weights)
+    except WeightsError as exc:  # ImageNet weights of Keras's applications need `make weights` (a download)
+        pytest.skip(f"{model} weights are not on this machine: {exc}")
+    listing = tmp_path / "list.txt"  # absolute paths: the names are the paths
+    listing.write_text("".join(f"{images / n}\n" for n in ("img01.jpg", "img02.jpg", "sub/img00.png", "img03.jpg")))
+    out = tmp_path / "out"
+    extract_ray(ListSource(str(listing)), str(out), _options(model=model, weights=weights))
+    got = _read_shards(out)
+    want, fingerprint = _service_vectors(images, sorted(got), model, weights)
+    assert len(got) == 4 and max(float(np.abs(got[n] - want[n]).max()) for n in got) <= 1e-5
+    with h5py.File(out / "shard-000000.h5", "r") as f:
+        assert f.attrs["fingerprint"] == fingerprint
 
 
 def _model_actor_pids() -> list[int]:
@@ -250,3 +273,15 @@ def test_an_s3_prefix_is_extracted_with_names_relative_to_it(ray_local, images, 
     want = {Path(n).relative_to(images).as_posix(): v for n, v in _read_shards(tmp_path / "local").items()}
     assert set(got) == set(want)
     assert max(float(np.abs(got[n] - want[n]).max()) for n in got) <= 1e-6
+
+
+def test_index_chains_the_shards_into_the_import(ray_local, images, milvus_server, catalog, state_dir):
+    from tests.loader.conftest import all_names
+
+    args = ["index", str(images), "--engine", "ray", "--model", MODEL, "--ray-address", ray_local,
+            "--shard-size", "16", "--milvus-uri", milvus_server.uri, "--collection", catalog.collection, "-q"]
+    res = run_loader(*args, env=ENV, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "imported 30" in res.stdout and "image_not_an_image=1" in res.stdout, res.stdout
+    assert catalog.count() == GOOD and len(set(all_names(catalog))) == GOOD
+    assert catalog.fingerprint().startswith("efficientnet-lite0-")
