@@ -30,7 +30,7 @@ from loader.sources import Source, SourceError
 
 log = logging.getLogger(__name__)
 
-LISTING_BLOCK_ROWS = 256  # names per input block: enough blocks to keep every decode task busy
+MAX_BLOCK_ROWS = 1024  # names per input block at most: 100M images are ~100k blocks, not millions
 
 
 class FingerprintChanged(RuntimeError):
@@ -70,13 +70,19 @@ def _shards(todo: list[str], size: int) -> tuple[dict[str, int], list[int]]:
     return of, counts
 
 
-def _dataset(ray, todo: list[str], shard_of: dict[str, int]):
-    """The names as Arrow blocks of LISTING_BLOCK_ROWS rows (columns name, shard)."""
+def block_rows(images: int, batch_size: int) -> int:
+    """Names per input block. A block is what moves through the stages together and reaches the driver at
+    once, so small jobs get many small blocks (at least 64, one model batch each at least: every worker
+    busy, progress and shard commits smooth); big jobs get blocks of MAX_BLOCK_ROWS."""
+    return max(1, min(MAX_BLOCK_ROWS, max(batch_size, images // 64)))
+
+
+def _dataset(ray, todo: list[str], shard_of: dict[str, int], rows: int):
+    """The names as Arrow blocks of `rows` rows (columns name, shard)."""
     import pyarrow as pa
 
-    tables = [pa.table({"name": todo[i:i + LISTING_BLOCK_ROWS],
-                        "shard": [shard_of[n] for n in todo[i:i + LISTING_BLOCK_ROWS]]})
-              for i in range(0, len(todo), LISTING_BLOCK_ROWS)]
+    tables = [pa.table({"name": todo[i:i + rows], "shard": [shard_of[n] for n in todo[i:i + rows]]})
+              for i in range(0, len(todo), rows)]
     return ray.data.from_arrow(tables)
 
 
@@ -89,10 +95,12 @@ def _pipeline(ray, todo, shard_of, source: Source, config, resolved, opts: RayJo
     prep = resolved.backbone.preprocessing
     # Lost workers are retried by Ray Data's own defaults: tasks max_retries=-1, actors max_restarts=-1 and
     # max_task_retries=-1 (a test SIGKILLs an actor to hold Ray to them).
-    ds = _dataset(ray, todo, shard_of)
+    ds = _dataset(ray, todo, shard_of, block_rows(len(todo), opts.batch_size))
     ds = ds.map_batches(read_batch, fn_kwargs={"source": source}, batch_size=opts.batch_size,
                         batch_format="numpy", num_cpus=0.25)
-    ds = ds.map_batches(decode_batch, batch_size=opts.batch_size, batch_format="numpy", num_cpus=1,
+    # Half a CPU per decode task: two decode per core, so one waiting on its input never idles the core; and
+    # unlike the model actor's, so Ray does not fuse decoding into the actor (decode runs beside the model).
+    ds = ds.map_batches(decode_batch, batch_size=opts.batch_size, batch_format="numpy", num_cpus=0.5,
                         fn_kwargs={"input_size": config.input_size, "resample": prep.resample,
                                    "max_bytes": config.max_file_bytes, "max_pixels": config.max_pixels})
     return ds.map_batches(

@@ -11,12 +11,14 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
+from loader.sources import FolderSource
 from tests.loader.conftest import REPO, run_loader, wait_until
 
 pytest.importorskip("ray", reason="Ray is not installed: make setup-ray")
@@ -154,24 +156,46 @@ def _model_actor_pids() -> list[int]:
     return found
 
 
+@dataclass(frozen=True)
+class KillingSource:
+    """A folder whose `victim` image, when a Ray read task asks for it, first SIGKILLs the model actor.
+
+    The read waits until the driver has rows (the actor is up and working: file `go`), so the actor dies
+    mid-job, before it could have seen the victim or anything after it; `go`.done makes it happen once.
+    """
+
+    inner: FolderSource
+    victim: str
+    go: str
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def names(self) -> list[str]:
+        return self.inner.names()
+
+    def read(self, name: str) -> bytes:
+        done = Path(self.go + ".done")
+        if name == self.victim and not done.exists():
+            assert wait_until(lambda: Path(self.go).exists(), 120, 0.01), "no rows reached the driver"
+            pids = _model_actor_pids()
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            done.write_text(" ".join(map(str, pids)))
+        return self.inner.read(name)
+
+
 def test_a_killed_model_actor_is_retried_and_no_image_is_lost_or_doubled(ray_local, images, tmp_path):
     from loader.ray_job import extract_ray
     from loader.sources import open_source
 
-    killed: list[int] = []
-
-    def kill_once(_rows: int) -> None:
-        if not killed:
-            pids = _model_actor_pids()
-            assert pids, "no model actor process found"
-            for pid in pids:
-                os.kill(pid, signal.SIGKILL)
-            killed.extend(pids)
-
+    go = tmp_path / "go"
+    inner = open_source(str(images))
+    source = KillingSource(inner, victim=inner.names()[16], go=str(go))
     out = tmp_path / "out"
-    summary = extract_ray(open_source(str(images)), str(out), _options(batch_size=1, shard_size=4),
-                          on_rows=kill_once)
-    assert killed
+    summary = extract_ray(source, str(out), _options(batch_size=1, shard_size=4),
+                          on_rows=lambda _n: go.touch())
+    assert Path(f"{go}.done").read_text().strip(), "no model actor process was found to kill"
     assert (summary.read, summary.imported) == (32, GOOD)
     assert len(_read_shards(out)) == GOOD
 
