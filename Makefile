@@ -3,9 +3,9 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-REQS   := $(wildcard requirements/*.txt)
+REQS   := $(filter-out requirements/ray.txt,$(wildcard requirements/*.txt))
 
-.PHONY: setup run test test-unit bench bench-quick tools clean-data weights
+.PHONY: setup setup-ray run test test-unit bench bench-quick tools clean-data weights
 
 setup: $(STAMP)
 
@@ -15,6 +15,14 @@ $(STAMP): $(REQS) pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements/dev.txt -c requirements/constraints.txt
 	@touch $(STAMP)
+
+# Ray Data for `loader extract|index --engine ray` (and its tests, so `make test` runs it); `make run` and the
+# services never need it.
+setup-ray: $(VENV)/.installed-ray
+
+$(VENV)/.installed-ray: $(STAMP) requirements/ray.txt requirements/constraints.txt
+	$(PY) -m pip install -q -r requirements/ray.txt -c requirements/constraints.txt
+	@touch $@
 
 run: setup
 	$(PY) -m devstack
@@ -36,7 +44,7 @@ tools:
 	  else echo "missing:$$missing - run 'sudo apt-get install$$missing' (the tests need them)"; exit 1; fi; fi
 
 # REQUIRE_TOOLS=1: a missing chromium or docker-compose fails the run instead of skipping its tests.
-test: setup tools
+test: setup setup-ray tools
 	REQUIRE_TOOLS=1 $(PY) -m pytest
 
 test-unit: setup

@@ -26,6 +26,7 @@ from loader.importer import import_h5
 from loader.object_store import S3Target
 from loader.options import ImportOptions
 from loader.progress import Summary
+from loader.ray_cli import engine_options, import_shards, run_extract, work_folder_for
 
 
 def _fail(exc: Exception, uri: str = "") -> click.ClickException:
@@ -187,21 +188,32 @@ def import_cmd(file, vectors, names, dry_run, collection, milvus_uri, token, **k
 
 
 @cli.command("extract")
-@click.argument("directory", type=click.Path(file_okay=False))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="HDF5 file to write.")
+@click.argument("source")
+@click.option("-o", "--output", type=click.Path(), required=True,
+              help="HDF5 file to write (http engine); a folder of HDF5 shards and a manifest (ray engine).")
 @click.option("--extractor-url", default=_env("extractor_url"), show_default="http://127.0.0.1:8001",
               help="Extractor service URL(s), comma-separated (env EXTRACTOR_URL).")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Extract requests in flight.")
 @click.option("--images-per-request", type=click.IntRange(1, 256), default=8, show_default=True)
+@engine_options
+@click.option("--s3-endpoint", default=None, help="Ray, SOURCE s3://BUCKET/PREFIX: the object store as host:port "
+              "(env S3_ENDPOINT; credentials S3_ACCESS_KEY / S3_SECRET_KEY, S3_SECURE).")
 @click.option("--quiet", "-q", is_flag=True)
-def extract_cmd(directory, output, extractor_url, concurrency, images_per_request, quiet):
-    """Extract features of the images under DIRECTORY into OUTPUT (classic layout); reruns resume."""
+def extract_cmd(source, output, extractor_url, concurrency, images_per_request, engine, quiet, **kw):
+    """Extract features of the images of SOURCE into OUTPUT (classic layout); reruns resume.
+
+    SOURCE is a folder (http and ray engines), or with --engine ray also a text file listing image paths
+    or s3://BUCKET/PREFIX.
+    """
     from loader.extract import extract_dir
 
     _setup_logging(quiet)
+    if engine == "ray":
+        click.echo(run_extract(source, output, kw, quiet).line())
+        return
     try:
-        summary = extract_dir(directory, output, extractor_url, concurrency=concurrency,
+        summary = extract_dir(source, output, extractor_url, concurrency=concurrency,
                               per_request=images_per_request, quiet=quiet)
     except (LayoutError, ExtractorUnavailable, ExtractorRejected, FileNotFoundError, NotADirectoryError) as exc:
         raise _fail(exc) from None
@@ -209,29 +221,35 @@ def extract_cmd(directory, output, extractor_url, concurrency, images_per_reques
 
 
 @cli.command("index")
-@click.argument("directory", type=click.Path(file_okay=False))
+@click.argument("directory")
 @click.option("--extractor-url", default=_env("extractor_url"), show_default="http://127.0.0.1:8001",
               help="Extractor service URL(s), comma-separated (env EXTRACTOR_URL).")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--images-per-request", type=click.IntRange(1, 256), default=8, show_default=True)
-@click.option("--work-file", type=click.Path(dir_okay=False), default=None,
-              help="Intermediate HDF5 file (default: DIRECTORY/../.<name>.features.h5 in the state dir).")
+@click.option("--work-file", type=click.Path(), default=None,
+              help="Intermediate HDF5 file, or shards folder with --engine ray (default: in the state dir).")
 @milvus_options
 @import_options
+@engine_options
 def index_cmd(directory, extractor_url, concurrency, images_per_request, work_file, collection, milvus_uri,
-              token, **kw):
-    """Extract the images under DIRECTORY and import them; names are paths relative to DIRECTORY."""
+              token, engine, **kw):
+    """Extract the images of DIRECTORY (with --engine ray: or a list file, or s3://BUCKET/PREFIX) and import them."""
     from loader.extract import extract_dir, work_file_for
 
     _setup_logging(kw["quiet"])
-    work = Path(work_file) if work_file else work_file_for(directory, kw["state_dir"])
     opts = _import_opts(kw)
     catalog = Catalog(milvus_uri, token, collection)
     try:
         catalog.exists()  # fail fast, before minutes of extraction, when Milvus is not there
-        ext = extract_dir(directory, work, extractor_url, concurrency=concurrency,
-                          per_request=images_per_request, quiet=kw["quiet"])
-        summary = import_h5(work, catalog, opts, Summary())
+        if engine == "ray":
+            work = Path(work_file) if work_file else work_folder_for(directory, kw["state_dir"])
+            ext = run_extract(directory, str(work), kw, kw["quiet"])
+            summary = import_shards(work, catalog, opts)  # each shard as `loader import SHARD.h5` would
+        else:
+            work = Path(work_file) if work_file else work_file_for(directory, kw["state_dir"])
+            ext = extract_dir(directory, work, extractor_url, concurrency=concurrency,
+                              per_request=images_per_request, quiet=kw["quiet"])
+            summary = import_h5(work, catalog, opts, Summary())
     except (LayoutError, CatalogError, MetaError, ExtractorUnavailable, ExtractorRejected, FileNotFoundError,
             NotADirectoryError) as exc:
         raise _fail(exc, milvus_uri) from None

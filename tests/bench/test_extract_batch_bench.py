@@ -1,0 +1,46 @@
+"""bench/extract_batch.py runs end to end on tiny sizes (24 images, 64 px, EfficientNet-Lite0), so a broken
+benchmark fails CI: the Ray job, `loader extract` over HTTP and the classic loop, every RESULT line with a
+parseable number and the machine, between a MACHINE and a RUN line, and the Ray job's vectors the service's."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TAG = "extract_batch_efficientnet_lite0"
+NUMBER = r"[-+]?(?:\d+\.?\d*(?:e[-+]?\d+)?|nan|inf)"
+COMPARED = [f"{TAG}_ray_vs_http", f"{TAG}_ray_vs_classic", f"{TAG}_http_vs_classic", f"{TAG}_ray_steady_vs_http"]
+VALUES = ["extract_batch_ray_init_s", f"{TAG}_ray_first_rows_s", f"{TAG}_ray_max_abs_diff_vs_http"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_extract_batch_bench_on_tiny_sizes():
+    pytest.importorskip("ray", reason="Ray is not installed: make setup-ray")
+    proc = subprocess.run([sys.executable, "bench/extract_batch.py", "--tiny"], cwd=REPO, capture_output=True,
+                          text=True, timeout=280)
+    out = proc.stdout
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-3000:]}\n{proc.stderr[-3000:]}"
+    lines = out.splitlines()
+    assert lines[0].startswith("MACHINE "), lines[0]
+    machine = lines[0].split()[1]
+    assert re.fullmatch(rf"RUN bench/extract_batch\.py length=\d+s mode=quick machine={re.escape(machine)}",
+                        lines[-1]), lines[-1]
+    results = {}
+    for line in lines:
+        if line.startswith("RESULT "):
+            assert re.search(rf" machine={re.escape(machine)} at=\d+s$", line), line
+            results[line.split()[1]] = line
+    for name in COMPARED:
+        m = re.search(rf" ours=({NUMBER})\S* baseline=({NUMBER})\S* ratio=({NUMBER}) ", results.get(name, ""))
+        assert m and all(float(x) > 0 for x in m.groups()), results.get(name, f"no RESULT {name}")
+    for name in VALUES:
+        m = re.search(rf" value=({NUMBER})", results.get(name, ""))
+        assert m and float(m.group(1)) >= 0, results.get(name, f"no RESULT {name}")
+    assert float(re.search(rf"value=({NUMBER})", results[f"{TAG}_ray_max_abs_diff_vs_http"]).group(1)) <= 1e-5
