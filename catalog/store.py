@@ -15,7 +15,10 @@ from typing import Any
 import numpy as np
 from pymilvus import MilvusClient
 
+from catalog import rerank
 from catalog import schema as S
+from catalog.binary_codes import Projection
+from catalog.codes_store import ProjectionStore, sidecar_name
 from catalog.errors import CatalogError, DimensionMismatch, FingerprintMismatch, MilvusUnavailable, NotLoaded, classify
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ class Catalog:
         self._client: MilvusClient | None = None
         self._lock = threading.Lock()
         self._props: dict[str, str] | None = None
+        self._projection: Projection | None = None
 
     # -- connection -------------------------------------------------------------------------------
     @property
@@ -70,6 +74,7 @@ class Catalog:
         with self._lock:
             client, self._client = self._client, None
             self._props = None
+            self._projection = None
         if client is not None:
             try:
                 client.close()
@@ -125,6 +130,8 @@ class Catalog:
 
     def dim(self) -> int | None:
         """The vector dimension of the collection."""
+        if self.code_bits():
+            return int(self.properties()[S.PROP_DIM])
         desc = self._call("describe_collection", self.collection)
         for f in desc["fields"]:
             if f["name"] == S.VECTOR_FIELD:
@@ -136,12 +143,36 @@ class Catalog:
         raw = self.properties().get(S.PROP_SCALAR_FIELDS)
         return dict(json.loads(raw)) if raw else {}
 
+    def code_bits(self) -> int | None:
+        """Bits per code in a binary-code collection, None in a float one."""
+        props = self.properties()
+        return int(props[S.PROP_CODE_BITS]) if props.get(S.PROP_MODE) == "binary" else None
+
+    def projection(self) -> Projection:
+        """The learned projection of a binary-code collection (read once, digest-checked)."""
+        if self._projection is None:
+            props = self.properties()
+            store = ProjectionStore(self._call, props.get(S.PROP_PROJECTION) or sidecar_name(self.collection))
+            self._projection = store.load(props.get(S.PROP_PROJECTION_SHA))
+        return self._projection
+
     def create(self, dim: int, fingerprint: str, index: S.IndexSpec | None = S.DEFAULT_INDEX,
-               scalar_fields: dict[str, str] | None = None) -> None:
+               scalar_fields: dict[str, str] | None = None, projection: Projection | None = None) -> None:
         """Create the collection; with `index`, also build the (empty) index and load it. Scalar fields
-        (name -> "str" | "int" | "float" | "bool") get their scalar indexes at once."""
+        (name -> "str" | "int" | "float" | "bool") get their scalar indexes at once. With `projection`, a
+        binary-code collection: the projection is stored first (catalog.codes_store)."""
         props = {S.PROP_FINGERPRINT: fingerprint, S.PROP_DIM: str(dim), S.PROP_SCHEMA_VERSION: S.SCHEMA_VERSION,
                  S.PROP_SCALAR_FIELDS: S.scalar_fields_property(scalar_fields)}
+        bits = None
+        if projection is not None:
+            if projection.dim != dim:
+                raise CatalogError(f"the projection is for {projection.dim}-d vectors, the collection {dim}-d")
+            bits = projection.bits
+            store = ProjectionStore(self._call, sidecar_name(self.collection))
+            props.update({S.PROP_MODE: "binary", S.PROP_CODE_BITS: str(bits), S.PROP_PROJECTION: store.name,
+                          S.PROP_PROJECTION_SHA: store.save(projection, max(self.timeout, CREATE_TIMEOUT_S))})
+            if index is not None and index.code_bits != bits:
+                index = S.binary_spec(bits)
         # With a vector index, MilvusClient also loads the new collection (and waits for it): a one-off
         # admin step that can take several seconds on a busy machine, unlike request-time calls. Without
         # one (an import builds it after the data lands), scalar indexes are created on their own: loading
@@ -149,8 +180,8 @@ class Catalog:
         self._call(
             "create_collection",
             self.collection,
-            schema=S.build_schema(dim, scalar_fields),
-            index_params=S.build_index_params(index, scalar_fields) if index else None,
+            schema=S.build_schema(dim, scalar_fields, bits),
+            index_params=S.build_index_params(index, scalar_fields, dim) if index else None,
             consistency_level="Bounded",
             properties=props,
             timeout=max(self.timeout, CREATE_TIMEOUT_S),
@@ -158,8 +189,9 @@ class Catalog:
         if scalar_fields and not index:
             self._call("create_index", self.collection, S.build_index_params(None, scalar_fields),
                        timeout=max(self.timeout, CREATE_TIMEOUT_S))
-        self._props = None
-        log.info("created collection %s (dim=%d, fingerprint=%s)", self.collection, dim, fingerprint)
+        self._props, self._projection = None, projection
+        log.info("created collection %s (dim=%d, fingerprint=%s%s)", self.collection, dim, fingerprint,
+                 f", {bits}-bit codes" if bits else "")
 
     def ensure(
         self,
@@ -168,14 +200,16 @@ class Catalog:
         index: S.IndexSpec | None = S.DEFAULT_INDEX,
         force: bool = False,
         scalar_fields: dict[str, str] | None = None,
+        projection: Projection | None = None,
     ) -> bool:
         """Create the collection when missing, else check it fits; returns True when it was created.
 
         Raises FingerprintMismatch (unless `force`), DimensionMismatch, or CatalogError when `scalar_fields`
         asks for fields the existing collection was not created with (they are fixed at creation).
+        `projection` makes a new collection a binary-code one (an existing one keeps its own).
         """
         if not self.exists():
-            self.create(dim, fingerprint, index, scalar_fields)
+            self.create(dim, fingerprint, index, scalar_fields, projection)
             return True
         if scalar_fields:
             have = self.scalar_fields()
@@ -197,30 +231,41 @@ class Catalog:
             raise FingerprintMismatch(self.collection, have, fingerprint)
 
     def drop(self) -> None:
-        """Drop the collection (tests and benchmarks)."""
+        """Drop the collection and a binary-code collection's projection (tests and benchmarks)."""
         if self.exists():
             self._call("drop_collection", self.collection)
-        self._props = None
+        ProjectionStore(self._call, sidecar_name(self.collection)).drop()
+        self._props, self._projection = None, None
 
     # -- index and loading ------------------------------------------------------------------------
     def has_index(self) -> bool:
-        """Whether the vector field has an index."""
-        return bool(self._call("list_indexes", self.collection, field_name=S.VECTOR_FIELD))
+        """Whether the vector field (the code field in binary mode) has an index."""
+        field = S.vector_field(self.code_bits())
+        return bool(self._call("list_indexes", self.collection, field_name=field))
 
     def index_spec(self) -> S.IndexSpec | None:
-        """The IndexSpec of the existing vector index, or None."""
+        """The IndexSpec of the existing vector index, or None (binary modes by their own name)."""
         if not self.has_index():
             return None
-        desc = self._call("describe_index", self.collection, index_name=S.VECTOR_FIELD)
+        bits = self.code_bits()
+        desc = self._call("describe_index", self.collection, index_name=S.vector_field(bits))
         kind = desc.get("index_type", "HNSW")
-        params = {k: v for k, v in desc.items() if k in ("M", "efConstruction", "nlist")}
-        return S.IndexSpec(kind, build_params={k: int(v) for k, v in params.items()})
+        params = {k: int(v) for k, v in desc.items() if k in ("M", "efConstruction", "nlist", "m", "nbits")}
+        return S.binary_spec(bits, params) if bits else S.IndexSpec(kind, build_params=params)
 
     def build_index(self, index: S.IndexSpec = S.DEFAULT_INDEX) -> None:
-        """Build the vector index (no-op when one exists); waits until it is built."""
+        """Build the vector index (no-op when one exists); waits until it is built. A binary-code collection
+        always gets its binary mode's index, a float one never does."""
         if self.has_index():
             return
-        self._call("create_index", self.collection, S.build_index_params(index), timeout=None)
+        bits = self.code_bits()
+        if bits and index.code_bits != bits:
+            index = S.binary_spec(bits, {k: v for k, v in index.build_params.items() if k == "nlist"})
+        elif not bits and index.code_bits:
+            raise CatalogError(f"collection {self.collection!r} stores float vectors; {index.index_type} needs a "
+                               "binary-code collection: import into a new collection (--collection)")
+        params = S.build_index_params(index, dim=int(self.properties().get(S.PROP_DIM) or 0) or self.dim())
+        self._call("create_index", self.collection, params, timeout=None)
 
     def load(self) -> None:
         """Load the collection into query nodes (idempotent)."""
@@ -243,15 +288,37 @@ class Catalog:
         # numpy rows: pymilvus packs them straight into the request; .tolist() made Python floats of every
         # value and measured 2.8x slower with ~10x the memory on bulk loads.
         scalars = self.scalar_fields()
+        vectors = np.asarray(vectors, dtype=np.float32)
+        columns = self.vector_columns(vectors)
         rows = []
-        for i, (n, v) in enumerate(zip(names, np.asarray(vectors, dtype=np.float32))):
+        for i, n in enumerate(names):
             meta = (metas[i] if metas else {}) or {}
-            row = {S.NAME_FIELD: n, S.VECTOR_FIELD: v, S.META_FIELD: meta}
+            row = {S.NAME_FIELD: n, **{k: col[i] for k, col in columns.items()}, S.META_FIELD: meta}
             for field, kind in scalars.items():  # declared fields are copies of meta's keys
                 row[field] = S.scalar_value(kind, meta.get(field))
             rows.append(row)
         res = self._call("upsert", self.collection, rows)
         return int(res.get("upsert_count", len(rows)))
+
+    def vector_columns(self, vectors: np.ndarray) -> dict[str, Any]:
+        """The vector columns of rows: the vectors themselves, or in binary mode their codes (as bytes,
+        pymilvus's BINARY_VECTOR values) and their floats as text."""
+        if not self.code_bits():
+            return {S.VECTOR_FIELD: vectors}
+        codes = self.projection().encode(vectors)
+        return {S.CODE_FIELD: [c.tobytes() for c in codes], S.FLOATS_FIELD: rerank.floats_to_text(vectors)}
+
+    def _with_floats(self, rows: list[dict]) -> list[dict]:
+        """Binary mode: rows' base64 floats decoded into their `vector` (as a float collection returns)."""
+        if not rows or S.FLOATS_FIELD not in rows[0]:
+            return rows
+        floats = rerank.text_to_floats([r.pop(S.FLOATS_FIELD) for r in rows], self.projection().dim)
+        for r, v in zip(rows, floats):
+            r[S.VECTOR_FIELD] = v
+        return rows
+
+    def _vector_output(self) -> str:
+        return S.FLOATS_FIELD if self.code_bits() else S.VECTOR_FIELD
 
     def delete(self, names: Sequence[str]) -> None:
         """Delete rows by name."""
@@ -262,8 +329,8 @@ class Catalog:
         """Rows for `names` (those that exist), with meta and optionally vectors."""
         if not names:
             return []
-        fields = [S.NAME_FIELD, S.META_FIELD] + ([S.VECTOR_FIELD] if with_vectors else [])
-        return list(
+        fields = [S.NAME_FIELD, S.META_FIELD] + ([self._vector_output()] if with_vectors else [])
+        return self._with_floats(list(
             self._read(
                 "query",
                 self.collection,
@@ -271,7 +338,7 @@ class Catalog:
                 output_fields=fields,
                 consistency_level="Strong",
             )
-        )
+        ))
 
     def existing(self, names: Sequence[str]) -> set[str]:
         """The subset of `names` already stored (Strong consistency)."""
@@ -307,8 +374,12 @@ class Catalog:
         The score is the cosine similarity (Milvus's COSINE "distance" is a similarity). `filter` is a
         Milvus boolean expression (build it with catalog.filters, never from user text), `offset` skips
         that many best hits (paging), `min_score` makes it a range search: only hits scoring at least
-        that count towards `top_k`.
+        that count towards `top_k`. A binary-code collection is searched by Hamming distance for
+        candidates, which are re-ranked by exact cosine (catalog.rerank); its spec comes from the collection.
         """
+        if self.code_bits():
+            return self._search_codes(vectors, top_k, index, params, with_meta, consistency_level, filter,
+                                      offset, min_score)
         spec = index or S.DEFAULT_INDEX
         kwargs: dict[str, Any] = {}
         if consistency_level:
@@ -337,6 +408,28 @@ class Catalog:
             out.append(found)
         return out
 
+    def _search_codes(self, vectors: np.ndarray, top_k: int, index: S.IndexSpec | None,
+                      params: dict[str, Any] | None, with_meta: bool, consistency_level: str | None, filter: str,
+                      offset: int, min_score: float | None) -> list[list[dict]]:
+        """Binary mode: Hamming search for candidates (with their floats), then exact cosine re-ranking."""
+        spec = index if index is not None and index.code_bits else S.binary_spec(self.code_bits())
+        queries = np.asarray(vectors, dtype=np.float32).reshape(-1, np.shape(vectors)[-1])
+        limit = rerank.candidates(spec, params, top_k + offset)
+        kwargs: dict[str, Any] = {"consistency_level": consistency_level} if consistency_level else {}
+        res = self._read(
+            "search",
+            self.collection,
+            data=[c.tobytes() for c in self.projection().encode(queries)],
+            limit=limit,
+            anns_field=S.CODE_FIELD,
+            search_params=S.search_params(spec, params, depth=limit),
+            output_fields=[S.FLOATS_FIELD] + ([S.META_FIELD] if with_meta else []),
+            **({"filter": filter} if filter else {}),
+            **kwargs,
+        )
+        return [rerank.rerank(q, list(hits), queries.shape[1], top_k, offset, min_score)
+                for q, hits in zip(queries, res)]
+
     def iter_rows(self, batch_size: int = 1000, with_vectors: bool = True) -> Iterator[list[dict]]:
         """Every row `{"name"[, "vector"]}`, in name order, `batch_size` at a time.
 
@@ -345,7 +438,7 @@ class Catalog:
         pymilvus's `query_iterator` pastes the cursor between quotes unescaped and fails on a name with a
         quote in it, which our catalogues may hold.
         """
-        fields = [S.NAME_FIELD] + ([S.VECTOR_FIELD] if with_vectors else [])
+        fields = [S.NAME_FIELD] + ([self._vector_output()] if with_vectors else [])
         last: str | None = None
         while True:
             rows = list(self._read("query", self.collection, filter=names_after(last), output_fields=fields,
@@ -354,7 +447,7 @@ class Catalog:
             if not rows:
                 return
             rows.sort(key=lambda r: r[S.NAME_FIELD])
-            yield rows
+            yield self._with_floats(rows)
             if len(rows) < batch_size:
                 return
             last = rows[-1][S.NAME_FIELD]

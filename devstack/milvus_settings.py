@@ -19,8 +19,23 @@ def product_settings() -> dict:
     return yaml.safe_load(PRODUCT_SETTINGS.read_text()) or {}
 
 
-def apply_product_settings(milvus_yaml: str) -> str:
-    """milvus.yaml with the product's settings merged in (nested keys; the template's comments are lost)."""
+def dotted(settings: dict[str, object]) -> dict:
+    """{"queryNode.enableDisk": True} -> {"queryNode": {"enableDisk": True}}."""
+    out: dict = {}
+    for key, value in settings.items():
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def apply_product_settings(milvus_yaml: str, extra: dict[str, object] | None = None,
+                           data_dir: Path | None = None) -> str:
+    """milvus.yaml with the product's settings merged in (nested keys; the template's comments are lost),
+    then `extra` (dotted keys, any key: a benchmark's or a test's variant). With `data_dir`, a relative
+    `queryNode.mmapDirPath` is made absolute under it (the server's own data folder)."""
     import yaml
 
     config = yaml.safe_load(milvus_yaml)
@@ -33,4 +48,9 @@ def apply_product_settings(milvus_yaml: str) -> str:
                 into[key] = value
 
     merge(config, product_settings())
+    merge(config, dotted(extra or {}))
+    node = config.get("queryNode") or {}
+    mmap = node.get("mmapDirPath")
+    if data_dir is not None and mmap and not Path(str(mmap)).is_absolute():
+        node["mmapDirPath"] = str(Path(data_dir) / str(mmap))
     return yaml.safe_dump(config, sort_keys=False)

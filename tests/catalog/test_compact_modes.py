@@ -1,0 +1,132 @@
+"""Compact modes on a real Milvus (issue 20): each returns what exact search returns on a 20k catalogue at
+its configured recall; a binary-code collection keeps its projection across reconnects, takes single
+inserts and deletes, and gives back float vectors like a float collection."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from catalog import Catalog, IndexSpec
+from catalog import schema as S
+from catalog.binary_codes import train_itq
+from catalog.codes_store import sidecar_name
+from catalog.errors import CatalogError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from _search_data import FeatureLikeVectors  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+N, DIM, QUERIES = 20_000, 256, 50
+FP = "bench-feature-like-256"
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """20k broad-preset (ImageNet-VGG-like) 256-d vectors, 50 queries and their exact top 10."""
+    gen = FeatureLikeVectors.preset("b", N, seed=5, presets={"b": {"dim": DIM, "cluster_shape": 1.0,
+                                                                   "point_shape": 4.0, "silent": 0.2}})
+    rng = np.random.default_rng(6)
+    x, q = gen.sample(N, rng), gen.sample(QUERIES, rng)
+    truth = np.argsort(-(q @ x.T), axis=1)[:, :10]
+    return [f"img_{i:06d}.jpg" for i in range(N)], x, q, truth
+
+
+def fill(cat: Catalog, names, x, spec: IndexSpec, projection=None) -> None:
+    cat.create(DIM, FP, index=None, projection=projection)
+    for start in range(0, len(names), 5000):
+        cat.upsert(names[start:start + 5000], x[start:start + 5000])
+    cat.flush()
+    cat.build_index(spec)
+    cat.load()
+
+
+def recall(cat: Catalog, names, q, truth, spec: IndexSpec | None = None) -> float:
+    hits = cat.search(q, top_k=10, index=spec, with_meta=False, consistency_level="Strong")
+    found = sum(len({h["name"] for h in hs} & {names[i] for i in t}) for hs, t in zip(hits, truth))
+    return found / truth.size
+
+
+@pytest.mark.parametrize("kind, goal", [("IVF_SQ8", 0.95), ("IVF_PQ", 0.95)])
+def test_float_compact_modes_find_what_exact_search_finds(milvus_server, data, kind, goal):
+    names, x, q, truth = data
+    cat = Catalog(milvus_server.uri, collection=f"t_{kind.lower()}", timeout=60)
+    cat.drop()
+    try:
+        fill(cat, names, x, IndexSpec(kind))
+        assert cat.index_spec().index_type == kind
+        got = recall(cat, names, q, truth, cat.index_spec())
+        assert got >= goal, f"{kind}: recall@10 {got:.3f}"
+    finally:
+        cat.drop()
+        cat.close()
+
+
+@pytest.fixture(scope="module")
+def binary(milvus_server, data):
+    """A 256-bit ITQ collection of the 20k vectors, built once for the module."""
+    names, x, _, _ = data
+    cat = Catalog(milvus_server.uri, collection="t_binary_itq", timeout=60)
+    cat.drop()
+    proj = train_itq(x[:10_000], 256, iterations=20)
+    fill(cat, names, x, S.binary_spec(256), projection=proj)
+    yield cat, proj
+    cat.drop()
+    cat.close()
+
+
+def test_binary_codes_with_reranking_find_what_exact_search_finds(binary, data):
+    cat, _ = binary
+    names, _, q, truth = data
+    assert cat.index_spec().index_type == "BIN_ITQ256"
+    got = recall(cat, names, q, truth, cat.index_spec())
+    assert got >= 0.9, f"recall@10 {got:.3f}"
+    hits = cat.search(q[:1], top_k=10)[0]
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert hits[0]["score"] == pytest.approx(float(q[0] @ data[1][names.index(hits[0]["name"])]), abs=1e-5)
+
+
+def test_the_projection_survives_a_reconnect_and_gives_the_same_results(binary, milvus_server, data):
+    cat, proj = binary
+    _, _, q, _ = data
+    before = cat.search(q[:5], top_k=10, consistency_level="Strong")
+    again = Catalog(milvus_server.uri, collection=cat.collection)
+    try:
+        assert again.projection().digest() == proj.digest()
+        assert again.search(q[:5], top_k=10, consistency_level="Strong") == before
+        props = again.properties()
+        assert props[S.PROP_MODE] == "binary" and props[S.PROP_CODE_BITS] == "256"
+        assert props[S.PROP_PROJECTION] == sidecar_name(cat.collection)
+        assert again.dim() == DIM
+    finally:
+        again.close()
+
+
+def test_binary_mode_takes_single_inserts_and_deletes_and_returns_float_vectors(binary, data):
+    cat, _ = binary
+    _, x, q, _ = data
+    v = q[7] / np.linalg.norm(q[7])
+    cat.upsert(["new.jpg"], v[None, :], [{"k": 1}])
+    assert cat.search(v[None, :], top_k=1, consistency_level="Strong")[0][0]["name"] == "new.jpg"
+    row = cat.get(["new.jpg"], with_vectors=True)[0]
+    assert row["meta"] == {"k": 1} and np.allclose(row["vector"], v)
+    cat.delete(["new.jpg"])
+    hits = cat.search(v[None, :], top_k=3, consistency_level="Strong")[0]
+    assert "new.jpg" not in {h["name"] for h in hits}
+    assert cat.get(["new.jpg"]) == []
+
+
+def test_a_float_collection_refuses_a_binary_index(milvus_server, collection_name):
+    cat = Catalog(milvus_server.uri, collection=collection_name)
+    try:
+        cat.create(DIM, FP, index=None)
+        with pytest.raises(CatalogError, match="binary-code collection"):
+            cat.build_index(S.binary_spec(256))
+    finally:
+        cat.drop()
+        cat.close()
