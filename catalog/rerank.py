@@ -1,4 +1,6 @@
-"""Binary mode's second stage: the Hamming search's candidates re-ranked by exact cosine with their floats.
+"""The second stage of compact modes: a coarse search's candidates re-ranked by exact cosine with their
+floats (binary codes' Hamming search; IVF_SQ8 / IVF_PQ, whose quantised distances misorder close
+neighbours: 0.90 and 0.52-0.81 recall@10 without it on 20k feature-like 256-d vectors, any nprobe).
 
 A binary-code collection keeps each float32 vector as base64 text (catalog.schema.FLOATS_FIELD), returned
 with the coarse search's hits, so one Milvus call gives candidates and their floats. Scores are the cosine
@@ -38,12 +40,16 @@ def candidates(spec: S.IndexSpec, params: dict[str, Any] | None, depth: int) -> 
 
 def rerank(query: np.ndarray, hits: list[dict], dim: int, top_k: int, offset: int = 0,
            min_score: float | None = None) -> list[dict]:
-    """Milvus hits (with FLOATS_FIELD and META_FIELD in their entity) as `{"name", "score", "meta"}` by
-    exact cosine, best first, after `offset`, at most `top_k`, scoring at least `min_score`."""
+    """Milvus hits (with their floats, FLOATS_FIELD text or the VECTOR_FIELD itself, and META_FIELD in their
+    entity) as `{"name", "score", "meta"}` by exact cosine, best first, after `offset`, at most `top_k`,
+    scoring at least `min_score`."""
     if not hits:
         return []
     entities = [h.get("entity") or {} for h in hits]
-    floats = text_to_floats([e[S.FLOATS_FIELD] for e in entities], dim)
+    if S.FLOATS_FIELD in entities[0]:
+        floats = text_to_floats([e[S.FLOATS_FIELD] for e in entities], dim)
+    else:
+        floats = np.asarray([e[S.VECTOR_FIELD] for e in entities], dtype=np.float32)
     q = np.asarray(query, dtype=np.float32).reshape(-1)
     q = q / (np.linalg.norm(q) or 1.0)
     scores = floats @ q

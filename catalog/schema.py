@@ -67,7 +67,8 @@ _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # Build and search parameters per index type. Search defaults are chosen for recall@10 >= 0.95 on
 # VGG16-like vectors (see bench/search.py, bench/scale.py); override them with IndexSpec.search_params.
 # IVF_PQ's m = 0 means dim / 4 sub-quantizers of `nbits` (one byte each: a 16th of the float vector);
-# `candidates` (binary modes) is how many Hamming hits per wanted result are re-ranked exactly.
+# `candidates` (binary modes, IVF_SQ8, IVF_PQ) is how many coarse hits per wanted result are re-ranked by
+# exact cosine (catalog.rerank); 0 turns re-ranking off for the float ones.
 _BUILD_DEFAULTS: dict[str, dict[str, Any]] = {
     "HNSW": {"M": 16, "efConstruction": 200},
     "IVF_FLAT": {"nlist": 1024},
@@ -81,8 +82,8 @@ _BUILD_DEFAULTS: dict[str, dict[str, Any]] = {
 _SEARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "HNSW": {"ef": 64},
     "IVF_FLAT": {"nprobe": 32},
-    "IVF_SQ8": {"nprobe": 32},
-    "IVF_PQ": {"nprobe": 32},
+    "IVF_SQ8": {"nprobe": 32, "candidates": 5},
+    "IVF_PQ": {"nprobe": 32, "candidates": 20},
     "DISKANN": {"search_list": 64},
     "FLAT": {},
     "BIN_ITQ256": {"nprobe": 32, "candidates": 20},
@@ -238,8 +239,8 @@ def search_params(spec: IndexSpec, overrides: dict[str, Any] | None = None, *, d
     rounding's strays) and range_filter just above 1.
     """
     params = {**spec.search_params, **(overrides or {})}
-    if spec.code_bits:  # the coarse Hamming search; `candidates` is ours (catalog.rerank), not Milvus's
-        params.pop("candidates", None)
+    params.pop("candidates", None)  # ours (catalog.rerank), not Milvus's
+    if spec.code_bits:  # the coarse Hamming search
         params.pop("ef", None)
         return {"metric_type": HAMMING, "params": params}
     if "ef" in params:

@@ -381,6 +381,9 @@ class Catalog:
             return self._search_codes(vectors, top_k, index, params, with_meta, consistency_level, filter,
                                       offset, min_score)
         spec = index or S.DEFAULT_INDEX
+        if float({**spec.search_params, **(params or {})}.get("candidates") or 0) > 0:
+            return self._search_refined(vectors, top_k, spec, params, with_meta, consistency_level, filter,
+                                        offset, min_score)
         kwargs: dict[str, Any] = {}
         if consistency_level:
             kwargs["consistency_level"] = consistency_level
@@ -413,17 +416,26 @@ class Catalog:
                       offset: int, min_score: float | None) -> list[list[dict]]:
         """Binary mode: Hamming search for candidates (with their floats), then exact cosine re-ranking."""
         spec = index if index is not None and index.code_bits else S.binary_spec(self.code_bits())
+        return self._search_refined(vectors, top_k, spec, params, with_meta, consistency_level, filter, offset,
+                                    min_score)
+
+    def _search_refined(self, vectors: np.ndarray, top_k: int, spec: S.IndexSpec, params: dict[str, Any] | None,
+                        with_meta: bool, consistency_level: str | None, filter: str, offset: int,
+                        min_score: float | None) -> list[list[dict]]:
+        """A coarse search for `candidates` per result (Hamming on codes, or a quantised float index) that
+        returns the candidates' floats, then exact cosine re-ranking (catalog.rerank)."""
         queries = np.asarray(vectors, dtype=np.float32).reshape(-1, np.shape(vectors)[-1])
         limit = rerank.candidates(spec, params, top_k + offset)
         kwargs: dict[str, Any] = {"consistency_level": consistency_level} if consistency_level else {}
+        binary = bool(spec.code_bits)
         res = self._read(
             "search",
             self.collection,
-            data=[c.tobytes() for c in self.projection().encode(queries)],
+            data=[c.tobytes() for c in self.projection().encode(queries)] if binary else queries.tolist(),
             limit=limit,
-            anns_field=S.CODE_FIELD,
+            anns_field=S.vector_field(spec),
             search_params=S.search_params(spec, params, depth=limit),
-            output_fields=[S.FLOATS_FIELD] + ([S.META_FIELD] if with_meta else []),
+            output_fields=[S.FLOATS_FIELD if binary else S.VECTOR_FIELD] + ([S.META_FIELD] if with_meta else []),
             **({"filter": filter} if filter else {}),
             **kwargs,
         )

@@ -57,7 +57,7 @@ def test_float_compact_modes_find_what_exact_search_finds(milvus_server, data, k
     cat = Catalog(milvus_server.uri, collection=f"t_{kind.lower()}", timeout=60)
     cat.drop()
     try:
-        fill(cat, names, x, IndexSpec(kind))
+        fill(cat, names, x, IndexSpec(kind, build_params={"nlist": 128}))  # 20k rows: ~150 per list
         assert cat.index_spec().index_type == kind
         got = recall(cat, names, q, truth, cat.index_spec())
         assert got >= goal, f"{kind}: recall@10 {got:.3f}"
