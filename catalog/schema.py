@@ -16,10 +16,12 @@ A binary-code collection (index `BIN_ITQ256` / `BIN_ITQ512`, chosen at creation)
     code        BINARY_VECTOR(bits)  the vector's learned code (catalog.binary_codes), Hamming-searched
     vector_f32  VARCHAR              the float32 vector, base64: fetched with the candidates to re-rank them
 
-Milvus 2.3 allows one vector field per collection, so the floats ride along as a scalar: a sealed
-segment's scalar columns are memory-mapped when the query node has `queryNode.mmapDirPath`
-(deploy/milvus/user.yaml), so they cost disk, not memory. Its properties add `vector_mode` = binary,
-`code_bits`, and the learned projection's store and digest (catalog.codes_store).
+Milvus 2.3 allows one vector field per collection, so the floats ride along as a scalar, and one search
+returns the candidates with their floats. Measured on 2.3.5 (50k x 512-d, docs/SCALING.md): that text
+column stays in anonymous memory even with `queryNode.mmapDirPath` set (2.3.5 maps vector data, not
+VARCHAR), so this layout does not yet save Milvus memory; moving the floats to a second, memory-mapped
+collection is the open step. Its properties add `vector_mode` = binary, `code_bits`, and the learned
+projection's store and digest (catalog.codes_store).
 """
 
 from __future__ import annotations

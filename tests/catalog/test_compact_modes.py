@@ -130,3 +130,32 @@ def test_a_float_collection_refuses_a_binary_index(milvus_server, collection_nam
     finally:
         cat.drop()
         cat.close()
+
+
+def test_the_search_service_follows_the_binary_mode_and_refuses_another_backbone(binary, milvus_server, data,
+                                                                                  tmp_path):
+    """No configuration: a fresh app (as after a restart) reads the mode and projection from the collection."""
+    from search_service.app import create_app
+    from search_service.config import Config
+    from tests.search.fakes import FakeExtractor
+
+    cat, _ = binary
+    names, x, q, _ = data
+    results = []
+    for _ in range(2):  # two apps, each with its own Catalog: the second is the restarted service
+        own = Catalog(milvus_server.uri, collection=cat.collection)
+        app = create_app(Config(milvus_uri=milvus_server.uri, collection=cat.collection,
+                                image_root=str(tmp_path / "images"), guard_ttl=0.0),
+                         catalog=own, extractor=FakeExtractor(fingerprint=FP))
+        client = app.test_client()
+        resp = client.post("/v1/search", json={"vector": q[3].tolist(), "top_k": 5})
+        assert resp.status_code == 200, resp.get_json()
+        results.append([h["name"] for h in resp.get_json()["results"]])
+        stats = client.get("/v1/stats").get_json()
+        assert stats["index"]["type"] == "BIN_ITQ256" and stats["dim"] == DIM
+        own.close()
+    assert results[0] == results[1] and len(results[0]) == 5
+    resp = client.post("/v1/search", json={"vector": q[3].tolist(), "fingerprint": "other-backbone-1"})
+    assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "fingerprint_mismatch"
+    by_name = client.post("/v1/search", json={"name": names[9], "top_k": 1}).get_json()
+    assert by_name["results"][0]["name"] == names[9]
