@@ -14,14 +14,10 @@ collection can refuse vectors made by another model and the search service finds
 A binary-code collection (index `BIN_ITQ256` / `BIN_ITQ512`, chosen at creation) holds instead of `vector`:
 
     code        BINARY_VECTOR(bits)  the vector's learned code (catalog.binary_codes), Hamming-searched
-    vector_f32  VARCHAR              the float32 vector, base64: fetched with the candidates to re-rank them
 
-Milvus 2.3 allows one vector field per collection, so the floats ride along as a scalar, and one search
-returns the candidates with their floats. Measured on 2.3.5 (50k x 512-d, docs/SCALING.md): that text
-column stays in anonymous memory even with `queryNode.mmapDirPath` set (2.3.5 maps vector data, not
-VARCHAR), so this layout does not yet save Milvus memory; moving the floats to a second, memory-mapped
-collection is the open step. Its properties add `vector_mode` = binary, `code_bits`, and the learned
-projection's store and digest (catalog.codes_store).
+and its float vectors, for re-ranking, live in a second collection `<collection>__floats` (name, vector
+FLOAT_VECTOR, FLAT), its projection in a third (catalog.modes, catalog.codes_store). Its properties add
+`vector_mode` = binary, `code_bits`, `floats_collection`, and the projection's store and digest.
 """
 
 from __future__ import annotations
@@ -49,9 +45,9 @@ PROP_MODE = "vector_mode"  # "float" (absent in older collections) or "binary"
 PROP_CODE_BITS = "code_bits"  # binary mode: bits per code
 PROP_PROJECTION = "projection"  # binary mode: the collection that stores the learned projection
 PROP_PROJECTION_SHA = "projection_sha256"  # binary mode: digest of the stored projection
+PROP_FLOATS = "floats_collection"  # binary mode: the collection of the float vectors (re-ranking)
 
 CODE_FIELD = "code"  # binary mode: BINARY_VECTOR(bits)
-FLOATS_FIELD = "vector_f32"  # binary mode: the float32 vector as base64 text, for re-ranking
 HAMMING = "HAMMING"
 
 # Scalar field types a collection can declare: Milvus type, the value a row without the key stores (Milvus
@@ -131,11 +127,6 @@ def binary_spec(bits: int, build_params: dict[str, Any] | None = None) -> IndexS
     raise ValueError(f"no binary mode with {bits}-bit codes; use one of {sorted(BINARY_MODES.values())}")
 
 
-def floats_max_length(dim: int) -> int:
-    """Characters of a `dim`-float32 vector in base64 (FLOATS_FIELD's max_length)."""
-    return 4 * ((4 * dim + 2) // 3)
-
-
 def parse_scalar_fields(specs: list[str] | tuple[str, ...]) -> dict[str, str]:
     """`["category", "price:float"]` -> {"category": "str", "price": "float"}; ValueError says what is wrong."""
     out: dict[str, str] = {}
@@ -170,12 +161,11 @@ def scalar_value(kind: str, value: Any) -> Any:
 
 def build_schema(dim: int, scalar_fields: dict[str, str] | None = None, code_bits: int | None = None):
     """Return the collection schema for vectors of `dim` floats, with the declared scalar fields; with
-    `code_bits`, the binary mode's (codes and base64 floats instead of the float vector field)."""
+    `code_bits`, the binary mode's (codes instead of the float vector field; catalog.modes)."""
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field(NAME_FIELD, DataType.VARCHAR, is_primary=True, max_length=NAME_MAX_LENGTH)
     if code_bits:
         schema.add_field(CODE_FIELD, DataType.BINARY_VECTOR, dim=code_bits)
-        schema.add_field(FLOATS_FIELD, DataType.VARCHAR, max_length=floats_max_length(dim))
     else:
         schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
     schema.add_field(META_FIELD, DataType.JSON)

@@ -9,16 +9,16 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 from pymilvus import MilvusClient
 
-from catalog import rerank
 from catalog import schema as S
 from catalog.binary_codes import Projection
-from catalog.codes_store import ProjectionStore, sidecar_name
+from catalog.filters import names_after, names_filter
+from catalog.modes import CompactModes
 from catalog.errors import CatalogError, DimensionMismatch, FingerprintMismatch, MilvusUnavailable, NotLoaded, classify
 
 log = logging.getLogger(__name__)
@@ -26,23 +26,9 @@ log = logging.getLogger(__name__)
 CREATE_TIMEOUT_S = 60.0
 
 
-def names_filter(names: Iterable[str]) -> str:
-    """Return `name in [...]` with every name quoted and escaped, never spliced in raw.
-
-    pymilvus's own `ids=` path wraps names in quotes without escaping, so a name holding a quote would
-    break (or change) the expression; json.dumps gives Go-compatible escapes for the Milvus parser.
-    """
-    quoted = ",".join(json.dumps(str(n), ensure_ascii=False) for n in names)
-    return f"{S.NAME_FIELD} in [{quoted}]"
-
-
-def names_after(last: str | None) -> str:
-    """Return the cursor expression `name > "<last>"` (escaped like names_filter), or every row for None."""
-    return f"{S.NAME_FIELD} > {json.dumps(last, ensure_ascii=False)}" if last is not None else f'{S.NAME_FIELD} != ""'
-
-
-class Catalog:
-    """One Milvus collection of image vectors keyed by image name."""
+class Catalog(CompactModes):
+    """One Milvus collection of image vectors keyed by image name (compact modes' searches and binary-code
+    collections' other collections: catalog.modes)."""
 
     def __init__(self, uri: str, token: str = "", collection: str = "images", timeout: float = 10.0):
         self.uri = uri
@@ -143,34 +129,17 @@ class Catalog:
         raw = self.properties().get(S.PROP_SCALAR_FIELDS)
         return dict(json.loads(raw)) if raw else {}
 
-    def code_bits(self) -> int | None:
-        """Bits per code in a binary-code collection, None in a float one."""
-        props = self.properties()
-        return int(props[S.PROP_CODE_BITS]) if props.get(S.PROP_MODE) == "binary" else None
-
-    def projection(self) -> Projection:
-        """The learned projection of a binary-code collection (read once, digest-checked)."""
-        if self._projection is None:
-            props = self.properties()
-            store = ProjectionStore(self._call, props.get(S.PROP_PROJECTION) or sidecar_name(self.collection))
-            self._projection = store.load(props.get(S.PROP_PROJECTION_SHA))
-        return self._projection
-
     def create(self, dim: int, fingerprint: str, index: S.IndexSpec | None = S.DEFAULT_INDEX,
                scalar_fields: dict[str, str] | None = None, projection: Projection | None = None) -> None:
         """Create the collection; with `index`, also build the (empty) index and load it. Scalar fields
         (name -> "str" | "int" | "float" | "bool") get their scalar indexes at once. With `projection`, a
-        binary-code collection: the projection is stored first (catalog.codes_store)."""
+        binary-code collection: the projection and floats collections are made first (catalog.modes)."""
         props = {S.PROP_FINGERPRINT: fingerprint, S.PROP_DIM: str(dim), S.PROP_SCHEMA_VERSION: S.SCHEMA_VERSION,
                  S.PROP_SCALAR_FIELDS: S.scalar_fields_property(scalar_fields)}
         bits = None
         if projection is not None:
-            if projection.dim != dim:
-                raise CatalogError(f"the projection is for {projection.dim}-d vectors, the collection {dim}-d")
+            props.update(self._create_binary(dim, projection, max(self.timeout, CREATE_TIMEOUT_S)))
             bits = projection.bits
-            store = ProjectionStore(self._call, sidecar_name(self.collection))
-            props.update({S.PROP_MODE: "binary", S.PROP_CODE_BITS: str(bits), S.PROP_PROJECTION: store.name,
-                          S.PROP_PROJECTION_SHA: store.save(projection, max(self.timeout, CREATE_TIMEOUT_S))})
             if index is not None and index.code_bits != bits:
                 index = S.binary_spec(bits)
         # With a vector index, MilvusClient also loads the new collection (and waits for it): a one-off
@@ -231,10 +200,10 @@ class Catalog:
             raise FingerprintMismatch(self.collection, have, fingerprint)
 
     def drop(self) -> None:
-        """Drop the collection and a binary-code collection's projection (tests and benchmarks)."""
+        """Drop the collection and a binary-code collection's floats and projection (tests and benchmarks)."""
         if self.exists():
             self._call("drop_collection", self.collection)
-        ProjectionStore(self._call, sidecar_name(self.collection)).drop()
+        self._drop_binary()
         self._props, self._projection = None, None
 
     # -- index and loading ------------------------------------------------------------------------
@@ -268,8 +237,10 @@ class Catalog:
         self._call("create_index", self.collection, params, timeout=None)
 
     def load(self) -> None:
-        """Load the collection into query nodes (idempotent)."""
+        """Load the collection (and a binary-code one's floats) into query nodes (idempotent)."""
         self._call("load_collection", self.collection, timeout=None)
+        if self.code_bits():
+            self._call("load_collection", self.floats().name, timeout=None)
 
     def is_loaded(self) -> bool:
         """Whether the collection is loaded and can be searched."""
@@ -278,6 +249,8 @@ class Catalog:
 
     def flush(self) -> None:
         """Seal growing segments and persist them."""
+        if self.code_bits():
+            self._call("flush", self.floats().name, timeout=None)
         self._call("flush", self.collection, timeout=None)
 
     # -- rows -------------------------------------------------------------------------------------
@@ -289,7 +262,7 @@ class Catalog:
         # value and measured 2.8x slower with ~10x the memory on bulk loads.
         scalars = self.scalar_fields()
         vectors = np.asarray(vectors, dtype=np.float32)
-        columns = self.vector_columns(vectors)
+        columns = self.vector_columns(names, vectors)  # binary mode: writes the floats collection first
         rows = []
         for i, n in enumerate(names):
             meta = (metas[i] if metas else {}) or {}
@@ -300,37 +273,23 @@ class Catalog:
         res = self._call("upsert", self.collection, rows)
         return int(res.get("upsert_count", len(rows)))
 
-    def vector_columns(self, vectors: np.ndarray) -> dict[str, Any]:
-        """The vector columns of rows: the vectors themselves, or in binary mode their codes (as bytes,
-        pymilvus's BINARY_VECTOR values) and their floats as text."""
-        if not self.code_bits():
-            return {S.VECTOR_FIELD: vectors}
-        codes = self.projection().encode(vectors)
-        return {S.CODE_FIELD: [c.tobytes() for c in codes], S.FLOATS_FIELD: rerank.floats_to_text(vectors)}
-
-    def _with_floats(self, rows: list[dict]) -> list[dict]:
-        """Binary mode: rows' base64 floats decoded into their `vector` (as a float collection returns)."""
-        if not rows or S.FLOATS_FIELD not in rows[0]:
-            return rows
-        floats = rerank.text_to_floats([r.pop(S.FLOATS_FIELD) for r in rows], self.projection().dim)
-        for r, v in zip(rows, floats):
-            r[S.VECTOR_FIELD] = v
-        return rows
-
-    def _vector_output(self) -> str:
-        return S.FLOATS_FIELD if self.code_bits() else S.VECTOR_FIELD
+    def _vector_output(self) -> list[str]:
+        """The vector field a query returns ([] in binary mode: the floats come from their collection)."""
+        return [] if self.code_bits() else [S.VECTOR_FIELD]
 
     def delete(self, names: Sequence[str]) -> None:
-        """Delete rows by name."""
+        """Delete rows by name (binary mode: the codes, then the floats; catalog.modes)."""
         if names:
             self._call("delete", self.collection, filter=names_filter(names))
+            if self.code_bits():
+                self.floats().delete(names)
 
     def get(self, names: Sequence[str], with_vectors: bool = False) -> list[dict]:
         """Rows for `names` (those that exist), with meta and optionally vectors."""
         if not names:
             return []
-        fields = [S.NAME_FIELD, S.META_FIELD] + ([self._vector_output()] if with_vectors else [])
-        return self._with_floats(list(
+        fields = [S.NAME_FIELD, S.META_FIELD] + (self._vector_output() if with_vectors else [])
+        rows = list(
             self._read(
                 "query",
                 self.collection,
@@ -338,7 +297,8 @@ class Catalog:
                 output_fields=fields,
                 consistency_level="Strong",
             )
-        ))
+        )
+        return self._with_floats(rows) if with_vectors else rows
 
     def existing(self, names: Sequence[str]) -> set[str]:
         """The subset of `names` already stored (Strong consistency)."""
@@ -377,12 +337,14 @@ class Catalog:
         that count towards `top_k`. A binary-code collection is searched by Hamming distance for
         candidates, which are re-ranked by exact cosine (catalog.rerank); its spec comes from the collection.
         """
+        queries = np.asarray(vectors, dtype=np.float32).reshape(-1, np.shape(vectors)[-1])
         if self.code_bits():
-            return self._search_codes(vectors, top_k, index, params, with_meta, consistency_level, filter,
-                                      offset, min_score)
+            spec = index if index is not None and index.code_bits else S.binary_spec(self.code_bits())
+            return self._search_codes(queries, top_k, spec, params, with_meta, consistency_level, filter, offset,
+                                      min_score)
         spec = index or S.DEFAULT_INDEX
         if float({**spec.search_params, **(params or {})}.get("candidates") or 0) > 0:
-            return self._search_refined(vectors, top_k, spec, params, with_meta, consistency_level, filter,
+            return self._search_refined(queries, top_k, spec, params, with_meta, consistency_level, filter,
                                         offset, min_score)
         kwargs: dict[str, Any] = {}
         if consistency_level:
@@ -394,7 +356,7 @@ class Catalog:
         res = self._read(
             "search",
             self.collection,
-            data=np.asarray(vectors, dtype=np.float32).reshape(-1, np.shape(vectors)[-1]).tolist(),
+            data=queries.tolist(),
             limit=top_k,
             anns_field=S.VECTOR_FIELD,
             search_params=S.search_params(spec, params, depth=top_k + offset, min_score=min_score,
@@ -411,37 +373,6 @@ class Catalog:
             out.append(found)
         return out
 
-    def _search_codes(self, vectors: np.ndarray, top_k: int, index: S.IndexSpec | None,
-                      params: dict[str, Any] | None, with_meta: bool, consistency_level: str | None, filter: str,
-                      offset: int, min_score: float | None) -> list[list[dict]]:
-        """Binary mode: Hamming search for candidates (with their floats), then exact cosine re-ranking."""
-        spec = index if index is not None and index.code_bits else S.binary_spec(self.code_bits())
-        return self._search_refined(vectors, top_k, spec, params, with_meta, consistency_level, filter, offset,
-                                    min_score)
-
-    def _search_refined(self, vectors: np.ndarray, top_k: int, spec: S.IndexSpec, params: dict[str, Any] | None,
-                        with_meta: bool, consistency_level: str | None, filter: str, offset: int,
-                        min_score: float | None) -> list[list[dict]]:
-        """A coarse search for `candidates` per result (Hamming on codes, or a quantised float index) that
-        returns the candidates' floats, then exact cosine re-ranking (catalog.rerank)."""
-        queries = np.asarray(vectors, dtype=np.float32).reshape(-1, np.shape(vectors)[-1])
-        limit = rerank.candidates(spec, params, top_k + offset)
-        kwargs: dict[str, Any] = {"consistency_level": consistency_level} if consistency_level else {}
-        binary = bool(spec.code_bits)
-        res = self._read(
-            "search",
-            self.collection,
-            data=[c.tobytes() for c in self.projection().encode(queries)] if binary else queries.tolist(),
-            limit=limit,
-            anns_field=S.vector_field(spec),
-            search_params=S.search_params(spec, params, depth=limit),
-            output_fields=[S.FLOATS_FIELD if binary else S.VECTOR_FIELD] + ([S.META_FIELD] if with_meta else []),
-            **({"filter": filter} if filter else {}),
-            **kwargs,
-        )
-        return [rerank.rerank(q, list(hits), queries.shape[1], top_k, offset, min_score)
-                for q, hits in zip(queries, res)]
-
     def iter_rows(self, batch_size: int = 1000, with_vectors: bool = True) -> Iterator[list[dict]]:
         """Every row `{"name"[, "vector"]}`, in name order, `batch_size` at a time.
 
@@ -450,7 +381,7 @@ class Catalog:
         pymilvus's `query_iterator` pastes the cursor between quotes unescaped and fails on a name with a
         quote in it, which our catalogues may hold.
         """
-        fields = [S.NAME_FIELD] + ([self._vector_output()] if with_vectors else [])
+        fields = [S.NAME_FIELD] + (self._vector_output() if with_vectors else [])
         last: str | None = None
         while True:
             rows = list(self._read("query", self.collection, filter=names_after(last), output_fields=fields,
@@ -459,7 +390,7 @@ class Catalog:
             if not rows:
                 return
             rows.sort(key=lambda r: r[S.NAME_FIELD])
-            yield self._with_floats(rows)
+            yield self._with_floats(rows) if with_vectors else rows
             if len(rows) < batch_size:
                 return
             last = rows[-1][S.NAME_FIELD]
