@@ -2,13 +2,14 @@
 
     python bench/scale.py            10,000,000 x 512-d (about 20 GB of HDF5; hours)
     python bench/scale.py --quick     1,000,000
-    python bench/scale.py --rows 3000 --dim 256 --queries 20 --modes IVF_SQ8,BIN_ITQ256   (tests)
+    python bench/scale.py --rows 2000 --dim 256 --queries 20 --modes IVF_SQ8,BIN_ITQ256   (tests)
 
 Writes the vectors (bench/_search_data.py's `broad` generator, ImageNet-VGG16-like) as one classic HDF5
 file, streaming, while it keeps each query's exact top 10; then per mode: imports the file with the loader
 (bulk mode for float indexes, insert mode for binary codes, which bulk mode refuses), builds the index,
 loads the collection alone (the others released) and searches the queries one at a time. For each mode a
-RESULT line per figure: import rows/s, index build + load seconds, Milvus resident memory when loaded,
+RESULT line per figure: import rows/s, index build + load seconds, Milvus resident memory when loaded
+(all of it, and the anonymous part: memory-mapped segments are the rest),
 Milvus disk used, recall@10 against exact search, p50/p99 latency. HNSW on raw vectors is the comparison.
 It checks free disk first and refuses when the file and Milvus's copies would not fit; everything it
 writes is removed at the end.
@@ -68,6 +69,23 @@ def write_file(path: Path, rows: int, dim: int, queries: np.ndarray, gen: Featur
     return best_i
 
 
+def anon_mb(pid: int) -> float:
+    """Anonymous resident memory (RssAnon) of `pid` and its children, in MB: what Milvus cannot give back.
+    Memory-mapped segments (queryNode.mmapDirPath, on in deploy/milvus/user.yaml) count in RSS as
+    file-backed pages, which the kernel drops under pressure."""
+    import psutil
+
+    total = 0
+    proc = psutil.Process(pid)
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            with open(f"/proc/{p.pid}/status") as f:
+                total += sum(int(ln.split()[1]) for ln in f if ln.startswith("RssAnon:"))
+        except OSError:
+            pass
+    return total / 1024
+
+
 def dir_mb(path: Path) -> float:
     """Disk used under `path`, in MB."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
@@ -90,6 +108,7 @@ def bench_mode(server: MilvusServer, h5: Path, kind: str, queries: np.ndarray, t
     value(f"{prefix}_index_and_load_s", summary.index_seconds or 0.0, "s")
     time.sleep(5)  # let the load's transient buffers go
     value(f"{prefix}_milvus_rss_loaded", rss_mb([server.proc.pid]), "MB")
+    value(f"{prefix}_milvus_anon_loaded", anon_mb(server.proc.pid), "MB")
     value(f"{prefix}_milvus_disk", dir_mb(server.data_dir) - disk0, "MB")
     spec = cat.index_spec()
     took, found = [], 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 PRODUCT_SETTINGS = Path(__file__).resolve().parent.parent / "deploy" / "milvus" / "user.yaml"
+CONTAINER_DATA = Path("/var/lib/milvus")  # Milvus's data volume in docker-compose.yml
 
 
 def product_settings() -> dict:
@@ -34,8 +35,9 @@ def dotted(settings: dict[str, object]) -> dict:
 def apply_product_settings(milvus_yaml: str, extra: dict[str, object] | None = None,
                            data_dir: Path | None = None) -> str:
     """milvus.yaml with the product's settings merged in (nested keys; the template's comments are lost),
-    then `extra` (dotted keys, any key: a benchmark's or a test's variant). With `data_dir`, a relative
-    `queryNode.mmapDirPath` is made absolute under it (the server's own data folder)."""
+    then `extra` (dotted keys, any key: a benchmark's or a test's variant). With `data_dir` (make run's server),
+    `queryNode.mmapDirPath` goes under it: a relative path, or the product's one on the compose volume
+    (/var/lib/milvus/...); "" leaves mmap off."""
     import yaml
 
     config = yaml.safe_load(milvus_yaml)
@@ -50,7 +52,9 @@ def apply_product_settings(milvus_yaml: str, extra: dict[str, object] | None = N
     merge(config, product_settings())
     merge(config, dotted(extra or {}))
     node = config.get("queryNode") or {}
-    mmap = node.get("mmapDirPath")
-    if data_dir is not None and mmap and not Path(str(mmap)).is_absolute():
-        node["mmapDirPath"] = str(Path(data_dir) / str(mmap))
+    mmap = Path(str(node.get("mmapDirPath") or ""))
+    if data_dir is not None and str(mmap) not in ("", "."):
+        if mmap.is_relative_to(CONTAINER_DATA):  # the product's path on the compose volume
+            mmap = mmap.relative_to(CONTAINER_DATA)
+        node["mmapDirPath"] = str(mmap if mmap.is_absolute() else Path(data_dir) / mmap)
     return yaml.safe_dump(config, sort_keys=False)
