@@ -96,6 +96,12 @@ def import_h5(
         raise CatalogError("binary-code collections are imported with --mode insert (their import files would "
                            "hold codes and text floats, which Milvus 2.3's .npy import cannot take in bounded "
                            "memory)")
+    if opts.index.index_type == "DISKANN" and not (catalog.exists() and catalog.has_index()):
+        why = catalog.diskann_refusal()  # the PyPI server's build fails and is retried forever: never wait on it
+        if why:
+            raise CatalogError(f"the Milvus server at {catalog.uri} cannot build DISKANN indexes ({why}); use "
+                               "--index IVF_SQ8 or IVF_PQ (compact too, docs/SCALING.md), or a Milvus built with "
+                               "DiskANN and queryNode.enableDisk: true")
     prepare_collection(catalog, src, opts.force, opts.scalar_fields, opts.index, opts.code_sample)
     state = ImportState(opts.state_dir, src.layout.path, catalog.uri, catalog.collection, opts.mode,
                         (src.layout.vectors, src.layout.names))
