@@ -86,6 +86,14 @@ def anon_mb(pid: int) -> float:
     return total / 1024
 
 
+def rows_of(h5: Path) -> int:
+    """Rows in the classic file's vector dataset."""
+    import h5py
+
+    with h5py.File(h5, "r") as f:
+        return int(f["dataset_1"].shape[0])
+
+
 def dir_mb(path: Path) -> float:
     """Disk used under `path`, in MB."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
@@ -98,7 +106,9 @@ def bench_mode(server: MilvusServer, h5: Path, kind: str, queries: np.ndarray, t
     cat = Catalog(server.uri, collection=name, timeout=120)
     cat.drop()
     binary = kind.startswith("BIN_")
-    opts = ImportOptions(index=IndexSpec(kind), mode="insert" if binary else "bulk", bulk_dir=work / "bulk",
+    # nlist ~ 4 sqrt(rows), at most the modes' default 1024: a tiny run does not cluster 2k rows 1024 ways.
+    nlist = int(min(1024, max(16, 4 * np.sqrt(rows_of(h5)))))
+    opts = ImportOptions(index=IndexSpec(kind, build_params={"nlist": nlist} if kind != "HNSW" else {}), mode="insert" if binary else "bulk", bulk_dir=work / "bulk",
                          state_dir=work / "state", quiet=True, fingerprint=FINGERPRINT)
     disk0 = dir_mb(server.data_dir)
     summary = import_h5(h5, cat, opts)

@@ -20,7 +20,7 @@ from catalog.errors import CatalogError, NotLoaded
 
 SUFFIX = "__projection"
 CHUNK_CHARS = 60_000  # under VARCHAR's 65,535
-_KEY, _TEXT, _DUMMY = "part", "text", "dummy"
+_KEY, _TEXT, _DUMMY = "part", "text", "dummy"  # queries below spell "part" out (a literal filter)
 
 
 def sidecar_name(collection: str) -> str:
@@ -62,11 +62,11 @@ class ProjectionStore:
             raise CatalogError(f"the projection of this binary-code collection is missing ({self.name!r}): "
                                "re-import the catalogue into a new collection")
         try:
-            rows = self.call("query", self.name, filter=f"{_KEY} >= 0", output_fields=[_KEY, _TEXT],
+            rows = self.call("query", self.name, filter="part >= 0", output_fields=[_KEY, _TEXT],
                              consistency_level="Strong")
         except NotLoaded:  # a restarted server loads collections in the background
             self.call("load_collection", self.name, timeout=None)
-            rows = self.call("query", self.name, filter=f"{_KEY} >= 0", output_fields=[_KEY, _TEXT],
+            rows = self.call("query", self.name, filter="part >= 0", output_fields=[_KEY, _TEXT],
                              consistency_level="Strong")
         text = "".join(r[_TEXT] for r in sorted(rows, key=lambda r: r[_KEY]))
         try:

@@ -64,7 +64,7 @@ STALL_SECONDS = 180.0  # a task neither finishing nor moving for this long is re
 
 # 6. DISKANN.
 # Seconds (an int: see create_index below); where the server has DiskANN, 3,000 16-d vectors build in a few s.
-DISKANN_PROBE_S = 20
+DISKANN_PROBE_S = 15
 _PROBE_DIM, _PROBE_ROWS = 16, 3000  # over the 1,024 rows below which Milvus builds no index
 
 

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.integration
 def test_import_into_binary_codes_then_reimport_keeps_the_projection(milvus_server, catalog, tmp_path, state_dir):
     vectors, names = write_classic(tmp_path / "a.h5", 1200, dim=256, attrs={"fingerprint": "fp-a"})
     base = ["--milvus-uri", milvus_server.uri, "--collection", catalog.collection, "-q"]
-    res = run_loader("import", str(tmp_path / "a.h5"), *base, "--index", "BIN_ITQ256", "--code-sample", "1000")
+    res = run_loader("import", str(tmp_path / "a.h5"), *base, "--index", "BIN_ITQ256", "--code-sample", "1000",
+                     "--index-params", '{"nlist": 32}')  # the default 1024 lists for 1,200 rows is slow
     assert res.returncode == 0, res.stderr
     assert catalog.count() == 1200 and catalog.code_bits() == 256
     assert catalog.index_spec().index_type == "BIN_ITQ256" and catalog.is_loaded()
