@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from catalog import schema as S
@@ -138,3 +138,18 @@ def _is_number(value: Any) -> bool:
 def _show(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def names_filter(names: Iterable[str]) -> str:
+    """Return `name in [...]` with every name quoted and escaped, never spliced in raw.
+
+    pymilvus's own `ids=` path wraps names in quotes without escaping, so a name holding a quote would
+    break (or change) the expression; json.dumps gives Go-compatible escapes for the Milvus parser.
+    """
+    quoted = ",".join(json.dumps(str(n), ensure_ascii=False) for n in names)
+    return f"{S.NAME_FIELD} in [{quoted}]"
+
+
+def names_after(last: str | None) -> str:
+    """Return the cursor expression `name > "<last>"` (escaped like names_filter), or every row for None."""
+    return f"{S.NAME_FIELD} > {json.dumps(last, ensure_ascii=False)}" if last is not None else f'{S.NAME_FIELD} != ""'

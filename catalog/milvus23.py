@@ -30,6 +30,11 @@ installable here). Each item below says which server versions it applies to and 
    job), no task of ours waits queued in the server (a restart sends queued tasks out at once), and a
    task that does not move for `STALL_SECONDS` is reported rather than waited on. Seen with 2.3.5;
    whether 2.4/2.5's reworked import service still needs any of it was not checked (not installable here).
+6. DISKANN (`diskann_refusal`). The `milvus` PyPI build of 2.3.5 has no DiskANN: its index node fails the
+   build with `bad_function_call` and Milvus retries the task forever, so an import that asks for it would
+   hang. Before such an import, a DISKANN index is built on a tiny temporary collection with a deadline;
+   a server that cannot is refused up front. Servers built with DiskANN (the Docker images, with
+   `queryNode.enableDisk: true`) pass in a few seconds.
 """
 
 from __future__ import annotations
@@ -55,6 +60,38 @@ FAILED_STATES = ("Failed", "Failed and cleaned")
 RESTARTED_REASON = "service restarted"  # in "task marked failed as service restarted"
 RESTART_GRACE_S = 40.0  # default of LOADER_RESTART_GRACE: longer than the 30-s session TTL
 STALL_SECONDS = 180.0  # a task neither finishing nor moving for this long is reported
+
+
+# 6. DISKANN.
+# Seconds (an int: see create_index below); where the server has DiskANN, 3,000 16-d vectors build in a few s.
+DISKANN_PROBE_S = 15
+_PROBE_DIM, _PROBE_ROWS = 16, 3000  # over the 1,024 rows below which Milvus builds no index
+
+
+def diskann_refusal(call: Any, deadline: int = DISKANN_PROBE_S) -> str | None:
+    """None when the server builds a DISKANN index on a tiny temporary collection within `deadline`, else
+    why not. `call(method, *args, **kwargs)` is the Catalog's MilvusClient call; the probe is dropped."""
+    import numpy as np
+    from pymilvus import DataType, MilvusClient
+
+    name = f"diskann_probe_{uuid.uuid4().hex[:12]}"
+    schema = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=_PROBE_DIM)
+    index = MilvusClient.prepare_index_params()
+    index.add_index(field_name="vector", index_type="DISKANN", metric_type="COSINE", index_name="vector")
+    vectors = np.random.default_rng(0).standard_normal((_PROBE_ROWS, _PROBE_DIM)).astype(np.float32)
+    try:
+        call("create_collection", name, schema=schema)
+        call("insert", name, [{"vector": v} for v in vectors])
+        call("flush", name, timeout=deadline)
+        call("create_index", name, index, timeout=int(deadline))  # pymilvus stops waiting on ints only
+        return None
+    except Exception as exc:  # refused, failed or still retrying at the deadline: all mean "cannot"
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        with contextlib.suppress(Exception):
+            call("drop_collection", name)
 
 
 def failed_by_restart(reason: str) -> bool:

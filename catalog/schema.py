@@ -10,6 +10,14 @@ A collection holds one row per catalogue image:
 
 The feature fingerprint, dimension and declared scalar fields are stored as collection properties, so a
 collection can refuse vectors made by another model and the search service finds its fields.
+
+A binary-code collection (index `BIN_ITQ256` / `BIN_ITQ512`, chosen at creation) holds instead of `vector`:
+
+    code        BINARY_VECTOR(bits)  the vector's learned code (catalog.binary_codes), Hamming-searched
+
+and its float vectors, for re-ranking, live in a second collection `<collection>__floats` (name, vector
+FLOAT_VECTOR, FLAT), its projection in a third (catalog.modes, catalog.codes_store). Its properties add
+`vector_mode` = binary, `code_bits`, `floats_collection`, and the projection's store and digest.
 """
 
 from __future__ import annotations
@@ -33,6 +41,14 @@ PROP_DIM = "dim"
 SCHEMA_VERSION = "1"
 PROP_SCHEMA_VERSION = "schema_version"
 PROP_SCALAR_FIELDS = "scalar_fields"  # JSON {"category": "str", ...}
+PROP_MODE = "vector_mode"  # "float" (absent in older collections) or "binary"
+PROP_CODE_BITS = "code_bits"  # binary mode: bits per code
+PROP_PROJECTION = "projection"  # binary mode: the collection that stores the learned projection
+PROP_PROJECTION_SHA = "projection_sha256"  # binary mode: digest of the stored projection
+PROP_FLOATS = "floats_collection"  # binary mode: the collection of the float vectors (re-ranking)
+
+CODE_FIELD = "code"  # binary mode: BINARY_VECTOR(bits)
+HAMMING = "HAMMING"
 
 # Scalar field types a collection can declare: Milvus type, the value a row without the key stores (Milvus
 # 2.3 has no nullable fields), and the scalar index Milvus 2.3 builds for it (2.4+ also has INVERTED).
@@ -47,22 +63,35 @@ RESERVED_FIELDS = (NAME_FIELD, VECTOR_FIELD, META_FIELD)
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 # Build and search parameters per index type. Search defaults are chosen for recall@10 >= 0.95 on
-# VGG16-like vectors (see bench/search.py); override them with IndexSpec.search_params.
+# VGG16-like vectors (see bench/search.py, bench/scale.py); override them with IndexSpec.search_params.
+# IVF_PQ's m = 0 means dim / 4 sub-quantizers of `nbits` (one byte each: a 16th of the float vector);
+# `candidates` (binary modes, IVF_SQ8, IVF_PQ) is how many coarse hits per wanted result are re-ranked by
+# exact cosine (catalog.rerank); 0 turns re-ranking off for the float ones.
 _BUILD_DEFAULTS: dict[str, dict[str, Any]] = {
     "HNSW": {"M": 16, "efConstruction": 200},
     "IVF_FLAT": {"nlist": 1024},
     "IVF_SQ8": {"nlist": 1024},
+    "IVF_PQ": {"nlist": 1024, "m": 0, "nbits": 8},
     "DISKANN": {},
     "FLAT": {},
+    "BIN_ITQ256": {"nlist": 1024},
+    "BIN_ITQ512": {"nlist": 1024},
 }
 _SEARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "HNSW": {"ef": 64},
     "IVF_FLAT": {"nprobe": 32},
-    "IVF_SQ8": {"nprobe": 32},
+    "IVF_SQ8": {"nprobe": 32, "candidates": 5},
+    "IVF_PQ": {"nprobe": 32, "candidates": 20},
     "DISKANN": {"search_list": 64},
     "FLAT": {},
+    "BIN_ITQ256": {"nprobe": 32, "candidates": 20},
+    "BIN_ITQ512": {"nprobe": 32, "candidates": 20},
 }
 INDEX_TYPES = tuple(_BUILD_DEFAULTS)
+# Our binary modes: bits per code, and the Milvus index each builds on the code field.
+BINARY_MODES = {"BIN_ITQ256": 256, "BIN_ITQ512": 512}
+BINARY_MILVUS_INDEX = "BIN_IVF_FLAT"
+MAX_CANDIDATES = 16384  # Milvus's largest search limit
 
 
 @dataclass(frozen=True)
@@ -81,8 +110,21 @@ class IndexSpec:
         object.__setattr__(self, "build_params", {**_BUILD_DEFAULTS[kind], **self.build_params})
         object.__setattr__(self, "search_params", {**_SEARCH_DEFAULTS[kind], **self.search_params})
 
+    @property
+    def code_bits(self) -> int | None:
+        """Bits per code for a binary mode, None for float indexes."""
+        return BINARY_MODES.get(self.index_type)
+
 
 DEFAULT_INDEX = IndexSpec()
+
+
+def binary_spec(bits: int, build_params: dict[str, Any] | None = None) -> IndexSpec:
+    """The IndexSpec of the binary mode with `bits`-bit codes."""
+    for kind, b in BINARY_MODES.items():
+        if b == bits:
+            return IndexSpec(kind, build_params=build_params or {})
+    raise ValueError(f"no binary mode with {bits}-bit codes; use one of {sorted(BINARY_MODES.values())}")
 
 
 def parse_scalar_fields(specs: list[str] | tuple[str, ...]) -> dict[str, str]:
@@ -117,11 +159,15 @@ def scalar_value(kind: str, value: Any) -> Any:
         return default
 
 
-def build_schema(dim: int, scalar_fields: dict[str, str] | None = None):
-    """Return the collection schema for vectors of `dim` floats, with the declared scalar fields."""
+def build_schema(dim: int, scalar_fields: dict[str, str] | None = None, code_bits: int | None = None):
+    """Return the collection schema for vectors of `dim` floats, with the declared scalar fields; with
+    `code_bits`, the binary mode's (codes instead of the float vector field; catalog.modes)."""
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field(NAME_FIELD, DataType.VARCHAR, is_primary=True, max_length=NAME_MAX_LENGTH)
-    schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
+    if code_bits:
+        schema.add_field(CODE_FIELD, DataType.BINARY_VECTOR, dim=code_bits)
+    else:
+        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
     schema.add_field(META_FIELD, DataType.JSON)
     for name, kind in (scalar_fields or {}).items():
         dtype = SCALAR_TYPES[kind][0]
@@ -130,17 +176,33 @@ def build_schema(dim: int, scalar_fields: dict[str, str] | None = None):
     return schema
 
 
-def build_index_params(spec: IndexSpec | None, scalar_fields: dict[str, str] | None = None):
+def vector_field(spec_or_bits: IndexSpec | int | None) -> str:
+    """The field a collection's ANN index is on: the code field in binary mode, else the vector field."""
+    bits = spec_or_bits.code_bits if isinstance(spec_or_bits, IndexSpec) else spec_or_bits
+    return CODE_FIELD if bits else VECTOR_FIELD
+
+
+def milvus_build_params(spec: IndexSpec, dim: int | None = None) -> tuple[str, str, dict[str, Any]]:
+    """(Milvus index type, metric, build params) of `spec`: binary modes build BIN_IVF_FLAT with Hamming
+    distance on the codes; IVF_PQ's m = 0 becomes dim / 4 (Milvus needs m to divide dim)."""
+    params = dict(spec.build_params)
+    if spec.code_bits:
+        return BINARY_MILVUS_INDEX, HAMMING, params
+    if spec.index_type == "IVF_PQ" and not int(params.get("m") or 0):
+        if not dim:
+            raise ValueError("IVF_PQ with m = 0 (dim / 4) needs the vector dimension")
+        params["m"] = max(1, dim // 4)
+    return spec.index_type, METRIC, params
+
+
+def build_index_params(spec: IndexSpec | None, scalar_fields: dict[str, str] | None = None, dim: int | None = None):
     """Return MilvusClient index params: the vector index (when `spec`) and the scalar fields' indexes."""
     params = MilvusClient.prepare_index_params()
     if spec is not None:
-        params.add_index(
-            field_name=VECTOR_FIELD,
-            index_type=spec.index_type,
-            metric_type=METRIC,
-            params=spec.build_params,
-            index_name=VECTOR_FIELD,
-        )
+        index_type, metric, build = milvus_build_params(spec, dim)
+        field_name = vector_field(spec)
+        params.add_index(field_name=field_name, index_type=index_type, metric_type=metric, params=build,
+                         index_name=field_name)
     for name, kind in (scalar_fields or {}).items():
         index_type = SCALAR_TYPES[kind][2]
         if index_type:
@@ -169,6 +231,10 @@ def search_params(spec: IndexSpec, overrides: dict[str, Any] | None = None, *, d
     rounding's strays) and range_filter just above 1.
     """
     params = {**spec.search_params, **(overrides or {})}
+    params.pop("candidates", None)  # ours (catalog.rerank), not Milvus's
+    if spec.code_bits:  # the coarse Hamming search
+        params.pop("ef", None)
+        return {"metric_type": HAMMING, "params": params}
     if "ef" in params:
         ef = int(params["ef"]) * (FILTERED_EF_FACTOR if filtered else 1)
         params["ef"] = max(ef, depth)

@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 from pymilvus import MilvusClient
 
 from catalog import schema as S
+from catalog.binary_codes import Projection
+from catalog.filters import names_after, names_filter
+from catalog.modes import CompactModes
 from catalog.errors import CatalogError, DimensionMismatch, FingerprintMismatch, MilvusUnavailable, NotLoaded, classify
 
 log = logging.getLogger(__name__)
@@ -23,23 +26,9 @@ log = logging.getLogger(__name__)
 CREATE_TIMEOUT_S = 60.0
 
 
-def names_filter(names: Iterable[str]) -> str:
-    """Return `name in [...]` with every name quoted and escaped, never spliced in raw.
-
-    pymilvus's own `ids=` path wraps names in quotes without escaping, so a name holding a quote would
-    break (or change) the expression; json.dumps gives Go-compatible escapes for the Milvus parser.
-    """
-    quoted = ",".join(json.dumps(str(n), ensure_ascii=False) for n in names)
-    return f"{S.NAME_FIELD} in [{quoted}]"
-
-
-def names_after(last: str | None) -> str:
-    """Return the cursor expression `name > "<last>"` (escaped like names_filter), or every row for None."""
-    return f"{S.NAME_FIELD} > {json.dumps(last, ensure_ascii=False)}" if last is not None else f'{S.NAME_FIELD} != ""'
-
-
-class Catalog:
-    """One Milvus collection of image vectors keyed by image name."""
+class Catalog(CompactModes):
+    """One Milvus collection of image vectors keyed by image name (compact modes' searches and binary-code
+    collections' other collections: catalog.modes)."""
 
     def __init__(self, uri: str, token: str = "", collection: str = "images", timeout: float = 10.0):
         self.uri = uri
@@ -49,6 +38,7 @@ class Catalog:
         self._client: MilvusClient | None = None
         self._lock = threading.Lock()
         self._props: dict[str, str] | None = None
+        self._projection: Projection | None = None
 
     # -- connection -------------------------------------------------------------------------------
     @property
@@ -70,6 +60,7 @@ class Catalog:
         with self._lock:
             client, self._client = self._client, None
             self._props = None
+            self._projection = None
         if client is not None:
             try:
                 client.close()
@@ -125,6 +116,8 @@ class Catalog:
 
     def dim(self) -> int | None:
         """The vector dimension of the collection."""
+        if self.code_bits():
+            return int(self.properties()[S.PROP_DIM])
         desc = self._call("describe_collection", self.collection)
         for f in desc["fields"]:
             if f["name"] == S.VECTOR_FIELD:
@@ -137,11 +130,18 @@ class Catalog:
         return dict(json.loads(raw)) if raw else {}
 
     def create(self, dim: int, fingerprint: str, index: S.IndexSpec | None = S.DEFAULT_INDEX,
-               scalar_fields: dict[str, str] | None = None) -> None:
+               scalar_fields: dict[str, str] | None = None, projection: Projection | None = None) -> None:
         """Create the collection; with `index`, also build the (empty) index and load it. Scalar fields
-        (name -> "str" | "int" | "float" | "bool") get their scalar indexes at once."""
+        (name -> "str" | "int" | "float" | "bool") get their scalar indexes at once. With `projection`, a
+        binary-code collection: the projection and floats collections are made first (catalog.modes)."""
         props = {S.PROP_FINGERPRINT: fingerprint, S.PROP_DIM: str(dim), S.PROP_SCHEMA_VERSION: S.SCHEMA_VERSION,
                  S.PROP_SCALAR_FIELDS: S.scalar_fields_property(scalar_fields)}
+        bits = None
+        if projection is not None:
+            props.update(self._create_binary(dim, projection, max(self.timeout, CREATE_TIMEOUT_S)))
+            bits = projection.bits
+            if index is not None and index.code_bits != bits:
+                index = S.binary_spec(bits)
         # With a vector index, MilvusClient also loads the new collection (and waits for it): a one-off
         # admin step that can take several seconds on a busy machine, unlike request-time calls. Without
         # one (an import builds it after the data lands), scalar indexes are created on their own: loading
@@ -149,8 +149,8 @@ class Catalog:
         self._call(
             "create_collection",
             self.collection,
-            schema=S.build_schema(dim, scalar_fields),
-            index_params=S.build_index_params(index, scalar_fields) if index else None,
+            schema=S.build_schema(dim, scalar_fields, bits),
+            index_params=S.build_index_params(index, scalar_fields, dim) if index else None,
             consistency_level="Bounded",
             properties=props,
             timeout=max(self.timeout, CREATE_TIMEOUT_S),
@@ -158,8 +158,9 @@ class Catalog:
         if scalar_fields and not index:
             self._call("create_index", self.collection, S.build_index_params(None, scalar_fields),
                        timeout=max(self.timeout, CREATE_TIMEOUT_S))
-        self._props = None
-        log.info("created collection %s (dim=%d, fingerprint=%s)", self.collection, dim, fingerprint)
+        self._props, self._projection = None, projection
+        log.info("created collection %s (dim=%d, fingerprint=%s%s)", self.collection, dim, fingerprint,
+                 f", {bits}-bit codes" if bits else "")
 
     def ensure(
         self,
@@ -168,14 +169,16 @@ class Catalog:
         index: S.IndexSpec | None = S.DEFAULT_INDEX,
         force: bool = False,
         scalar_fields: dict[str, str] | None = None,
+        projection: Projection | None = None,
     ) -> bool:
         """Create the collection when missing, else check it fits; returns True when it was created.
 
         Raises FingerprintMismatch (unless `force`), DimensionMismatch, or CatalogError when `scalar_fields`
         asks for fields the existing collection was not created with (they are fixed at creation).
+        `projection` makes a new collection a binary-code one (an existing one keeps its own).
         """
         if not self.exists():
-            self.create(dim, fingerprint, index, scalar_fields)
+            self.create(dim, fingerprint, index, scalar_fields, projection)
             return True
         if scalar_fields:
             have = self.scalar_fields()
@@ -197,34 +200,47 @@ class Catalog:
             raise FingerprintMismatch(self.collection, have, fingerprint)
 
     def drop(self) -> None:
-        """Drop the collection (tests and benchmarks)."""
+        """Drop the collection and a binary-code collection's floats and projection (tests and benchmarks)."""
         if self.exists():
             self._call("drop_collection", self.collection)
-        self._props = None
+        self._drop_binary()
+        self._props, self._projection = None, None
 
     # -- index and loading ------------------------------------------------------------------------
     def has_index(self) -> bool:
-        """Whether the vector field has an index."""
-        return bool(self._call("list_indexes", self.collection, field_name=S.VECTOR_FIELD))
+        """Whether the vector field (the code field in binary mode) has an index."""
+        field = S.vector_field(self.code_bits())
+        return bool(self._call("list_indexes", self.collection, field_name=field))
 
     def index_spec(self) -> S.IndexSpec | None:
-        """The IndexSpec of the existing vector index, or None."""
+        """The IndexSpec of the existing vector index, or None (binary modes by their own name)."""
         if not self.has_index():
             return None
-        desc = self._call("describe_index", self.collection, index_name=S.VECTOR_FIELD)
+        bits = self.code_bits()
+        desc = self._call("describe_index", self.collection, index_name=S.vector_field(bits))
         kind = desc.get("index_type", "HNSW")
-        params = {k: v for k, v in desc.items() if k in ("M", "efConstruction", "nlist")}
-        return S.IndexSpec(kind, build_params={k: int(v) for k, v in params.items()})
+        params = {k: int(v) for k, v in desc.items() if k in ("M", "efConstruction", "nlist", "m", "nbits")}
+        return S.binary_spec(bits, params) if bits else S.IndexSpec(kind, build_params=params)
 
     def build_index(self, index: S.IndexSpec = S.DEFAULT_INDEX) -> None:
-        """Build the vector index (no-op when one exists); waits until it is built."""
+        """Build the vector index (no-op when one exists); waits until it is built. A binary-code collection
+        always gets its binary mode's index, a float one never does."""
         if self.has_index():
             return
-        self._call("create_index", self.collection, S.build_index_params(index), timeout=None)
+        bits = self.code_bits()
+        if bits and index.code_bits != bits:
+            index = S.binary_spec(bits, {k: v for k, v in index.build_params.items() if k == "nlist"})
+        elif not bits and index.code_bits:
+            raise CatalogError(f"collection {self.collection!r} stores float vectors; {index.index_type} needs a "
+                               "binary-code collection: import into a new collection (--collection)")
+        params = S.build_index_params(index, dim=int(self.properties().get(S.PROP_DIM) or 0) or self.dim())
+        self._call("create_index", self.collection, params, timeout=None)
 
     def load(self) -> None:
-        """Load the collection into query nodes (idempotent)."""
+        """Load the collection (and a binary-code one's floats) into query nodes (idempotent)."""
         self._call("load_collection", self.collection, timeout=None)
+        if self.code_bits():
+            self._call("load_collection", self.floats().name, timeout=None)
 
     def is_loaded(self) -> bool:
         """Whether the collection is loaded and can be searched."""
@@ -233,6 +249,8 @@ class Catalog:
 
     def flush(self) -> None:
         """Seal growing segments and persist them."""
+        if self.code_bits():
+            self._call("flush", self.floats().name, timeout=None)
         self._call("flush", self.collection, timeout=None)
 
     # -- rows -------------------------------------------------------------------------------------
@@ -243,27 +261,35 @@ class Catalog:
         # numpy rows: pymilvus packs them straight into the request; .tolist() made Python floats of every
         # value and measured 2.8x slower with ~10x the memory on bulk loads.
         scalars = self.scalar_fields()
+        vectors = np.asarray(vectors, dtype=np.float32)
+        columns = self.vector_columns(names, vectors)  # binary mode: writes the floats collection first
         rows = []
-        for i, (n, v) in enumerate(zip(names, np.asarray(vectors, dtype=np.float32))):
+        for i, n in enumerate(names):
             meta = (metas[i] if metas else {}) or {}
-            row = {S.NAME_FIELD: n, S.VECTOR_FIELD: v, S.META_FIELD: meta}
+            row = {S.NAME_FIELD: n, **{k: col[i] for k, col in columns.items()}, S.META_FIELD: meta}
             for field, kind in scalars.items():  # declared fields are copies of meta's keys
                 row[field] = S.scalar_value(kind, meta.get(field))
             rows.append(row)
         res = self._call("upsert", self.collection, rows)
         return int(res.get("upsert_count", len(rows)))
 
+    def _vector_output(self) -> list[str]:
+        """The vector field a query returns ([] in binary mode: the floats come from their collection)."""
+        return [] if self.code_bits() else [S.VECTOR_FIELD]
+
     def delete(self, names: Sequence[str]) -> None:
-        """Delete rows by name."""
+        """Delete rows by name (binary mode: the codes, then the floats; catalog.modes)."""
         if names:
             self._call("delete", self.collection, filter=names_filter(names))
+            if self.code_bits():
+                self.floats().delete(names)
 
     def get(self, names: Sequence[str], with_vectors: bool = False) -> list[dict]:
         """Rows for `names` (those that exist), with meta and optionally vectors."""
         if not names:
             return []
-        fields = [S.NAME_FIELD, S.META_FIELD] + ([S.VECTOR_FIELD] if with_vectors else [])
-        return list(
+        fields = [S.NAME_FIELD, S.META_FIELD] + (self._vector_output() if with_vectors else [])
+        rows = list(
             self._read(
                 "query",
                 self.collection,
@@ -272,6 +298,7 @@ class Catalog:
                 consistency_level="Strong",
             )
         )
+        return self._with_floats(rows) if with_vectors else rows
 
     def existing(self, names: Sequence[str]) -> set[str]:
         """The subset of `names` already stored (Strong consistency)."""
@@ -307,9 +334,18 @@ class Catalog:
         The score is the cosine similarity (Milvus's COSINE "distance" is a similarity). `filter` is a
         Milvus boolean expression (build it with catalog.filters, never from user text), `offset` skips
         that many best hits (paging), `min_score` makes it a range search: only hits scoring at least
-        that count towards `top_k`.
+        that count towards `top_k`. A binary-code collection is searched by Hamming distance for
+        candidates, which are re-ranked by exact cosine (catalog.rerank); its spec comes from the collection.
         """
+        queries = np.asarray(vectors, dtype=np.float32).reshape(-1, np.shape(vectors)[-1])
+        if self.code_bits():
+            spec = index if index is not None and index.code_bits else S.binary_spec(self.code_bits())
+            return self._search_codes(queries, top_k, spec, params, with_meta, consistency_level, filter, offset,
+                                      min_score)
         spec = index or S.DEFAULT_INDEX
+        if float({**spec.search_params, **(params or {})}.get("candidates") or 0) > 0:
+            return self._search_refined(queries, top_k, spec, params, with_meta, consistency_level, filter,
+                                        offset, min_score)
         kwargs: dict[str, Any] = {}
         if consistency_level:
             kwargs["consistency_level"] = consistency_level
@@ -320,7 +356,7 @@ class Catalog:
         res = self._read(
             "search",
             self.collection,
-            data=np.asarray(vectors, dtype=np.float32).reshape(-1, np.shape(vectors)[-1]).tolist(),
+            data=queries.tolist(),
             limit=top_k,
             anns_field=S.VECTOR_FIELD,
             search_params=S.search_params(spec, params, depth=top_k + offset, min_score=min_score,
@@ -345,7 +381,7 @@ class Catalog:
         pymilvus's `query_iterator` pastes the cursor between quotes unescaped and fails on a name with a
         quote in it, which our catalogues may hold.
         """
-        fields = [S.NAME_FIELD] + ([S.VECTOR_FIELD] if with_vectors else [])
+        fields = [S.NAME_FIELD] + (self._vector_output() if with_vectors else [])
         last: str | None = None
         while True:
             rows = list(self._read("query", self.collection, filter=names_after(last), output_fields=fields,
@@ -354,7 +390,7 @@ class Catalog:
             if not rows:
                 return
             rows.sort(key=lambda r: r[S.NAME_FIELD])
-            yield rows
+            yield self._with_floats(rows) if with_vectors else rows
             if len(rows) < batch_size:
                 return
             last = rows[-1][S.NAME_FIELD]

@@ -64,8 +64,8 @@ class MilvusServer:
 
     def __init__(self, data_dir: str | Path, port: int = 19530, extra_config: dict[str, object] | None = None,
                  isolate_network: bool | None = None):
-        """`extra_config` overrides milvus.yaml settings by dotted key ("dataCoord.segment.maxSize": 1024);
-        only keys already present in the package's template can be set.
+        """`extra_config` overrides milvus.yaml settings by dotted key ("dataCoord.segment.maxSize": 1024),
+        after the product's settings (deploy/milvus/user.yaml); any key, in the template or not.
 
         `isolate_network`: run Milvus in its own network namespace behind a 127.0.0.1 relay (needs root;
         True fails where that is impossible). None reads MILVUS_ISOLATE_NETWORK (1/0); unset means: on
@@ -109,9 +109,6 @@ class MilvusServer:
         values = {"proxy_port": self.proxy_port, **{k: ports[k] for k in _PORT_KEYS}}
         for key, value in values.items():
             config.configurable_items[key][1] = value
-        for key, value in self.extra_config.items():
-            # Dotted milvus.yaml keys present in the template, e.g. "dataCoord.segment.maxSize".
-            config.extra_configs[key] = value
         config.write_config()  # renders configs/milvus.yaml under data_dir
         _initialize_data_files(str(self.data_dir))  # unpacks the binary once (md5-checked)
 
@@ -136,7 +133,7 @@ class MilvusServer:
         # A stock standalone waits up to 30 minutes for its query node to hand segments over on SIGTERM;
         # there is no other node to hand them to, so force the exit after a few seconds.
         text = text.replace("  gracefulStopTimeout: 1800 #", f"  gracefulStopTimeout: {GRACEFUL_STOP_S} #")
-        milvus_yaml.write_text(apply_product_settings(text))
+        milvus_yaml.write_text(apply_product_settings(text, self.extra_config, self.data_dir))
         self.metrics_port = ports["metrics_port"]
         return {
             "DEPLOY_MODE": "STANDALONE",

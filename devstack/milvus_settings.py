@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 PRODUCT_SETTINGS = Path(__file__).resolve().parent.parent / "deploy" / "milvus" / "user.yaml"
+CONTAINER_DATA = Path("/var/lib/milvus")  # Milvus's data volume in docker-compose.yml
 
 
 def product_settings() -> dict:
@@ -19,8 +20,24 @@ def product_settings() -> dict:
     return yaml.safe_load(PRODUCT_SETTINGS.read_text()) or {}
 
 
-def apply_product_settings(milvus_yaml: str) -> str:
-    """milvus.yaml with the product's settings merged in (nested keys; the template's comments are lost)."""
+def dotted(settings: dict[str, object]) -> dict:
+    """{"queryNode.enableDisk": True} -> {"queryNode": {"enableDisk": True}}."""
+    out: dict = {}
+    for key, value in settings.items():
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def apply_product_settings(milvus_yaml: str, extra: dict[str, object] | None = None,
+                           data_dir: Path | None = None) -> str:
+    """milvus.yaml with the product's settings merged in (nested keys; the template's comments are lost),
+    then `extra` (dotted keys, any key: a benchmark's or a test's variant). With `data_dir` (make run's server),
+    `queryNode.mmapDirPath` goes under it: a relative path, or the product's one on the compose volume
+    (/var/lib/milvus/...); "" leaves mmap off."""
     import yaml
 
     config = yaml.safe_load(milvus_yaml)
@@ -33,4 +50,11 @@ def apply_product_settings(milvus_yaml: str) -> str:
                 into[key] = value
 
     merge(config, product_settings())
+    merge(config, dotted(extra or {}))
+    node = config.get("queryNode") or {}
+    mmap = Path(str(node.get("mmapDirPath") or ""))
+    if data_dir is not None and str(mmap) not in ("", "."):
+        if mmap.is_relative_to(CONTAINER_DATA):  # the product's path on the compose volume
+            mmap = mmap.relative_to(CONTAINER_DATA)
+        node["mmapDirPath"] = str(mmap if mmap.is_absolute() else Path(data_dir) / mmap)
     return yaml.safe_dump(config, sort_keys=False)

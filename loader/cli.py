@@ -80,7 +80,13 @@ def import_options(fn):
     @click.option("--batch-size", type=click.IntRange(1, 100_000), default=10_000, show_default=True,
                   help="Rows per upsert call / per chunk read.")
     @click.option("--index", "index_type", type=click.Choice(INDEX_TYPES, case_sensitive=False), default="HNSW",
-                  show_default=True, help="Index built after the data lands (when the collection has none).")
+                  show_default=True,
+                  help="Index built after the data lands (when the collection has none). Compact: IVF_SQ8, IVF_PQ, "
+                       "DISKANN (servers built with it), or BIN_ITQ256 / BIN_ITQ512: binary codes learned from the "
+                       "file, Hamming search, exact re-ranking (chosen when the import creates the collection; "
+                       "docs/SCALING.md).")
+    @click.option("--code-sample", type=click.IntRange(1000, 10_000_000), default=100_000, show_default=True,
+                  help="BIN_ITQ*: rows the codes are learned from (evenly spaced through the file).")
     @click.option("--index-params", default=None, help='Index build parameters as JSON, e.g. \'{"M": 32}\'.')
     @click.option("--bulk-dir", type=click.Path(file_okay=False), default=None,
                   help="Bulk mode: a directory the Milvus server can read (its local storage path).")
@@ -143,7 +149,7 @@ def _import_opts(kw: dict, **more) -> ImportOptions:
         bulk_rows=kw["bulk_rows"], bulk_format=kw["bulk_format"], bulk_s3=_s3_target(kw),
         state_dir=kw["state_dir"], retry_seconds=kw["retry_seconds"], quiet=kw["quiet"],
         restart_grace=_settings().restart_grace, scalar_fields=_scalar_fields(kw["scalar_fields"]),
-        meta=kw["meta"], **more,
+        meta=kw["meta"], code_sample=kw["code_sample"], **more,
     )
 
 

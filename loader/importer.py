@@ -17,11 +17,12 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from catalog import Catalog
+from catalog import Catalog, CatalogError
 from catalog.retry import with_retry
 from catalog.schema import IndexSpec
 from loader import hdf5
 from loader.bulk import import_bulk
+from loader.codes import SAMPLE_ROWS, train_projection
 from loader.options import ImportOptions
 from loader.progress import Progress, Summary
 from loader.source import Source, checked_chunks, inspect_file
@@ -35,11 +36,25 @@ log = logging.getLogger(__name__)
 
 
 def prepare_collection(catalog: Catalog, src: Source, force: bool,
-                       scalar_fields: dict[str, str] | None = None) -> None:
+                       scalar_fields: dict[str, str] | None = None, index: IndexSpec | None = None,
+                       code_sample: int = SAMPLE_ROWS) -> None:
     """Create the collection (no vector index yet: it is built after the data lands; the declared scalar
-    fields and their indexes at once) or check it fits."""
+    fields and their indexes at once) or check it fits. A binary mode (`index`) creates a binary-code
+    collection, its codes learned from a sample of the file first; a collection's mode cannot change."""
+    bits = index.code_bits if index is not None else None
+    projection = None
+    if bits and not catalog.exists():
+        try:
+            projection = train_projection(src, bits, code_sample)
+        except ValueError as exc:
+            raise CatalogError(f"cannot use {index.index_type}: {exc}") from None
     src.created = catalog.ensure(src.dim, src.fingerprint or "", index=None, force=force,
-                                 scalar_fields=scalar_fields)
+                                 scalar_fields=scalar_fields, projection=projection)
+    have = catalog.code_bits()
+    if bits and have != bits:  # a binary-code collection keeps its mode whatever --index says
+        kind = f"{have}-bit codes" if have else "float vectors"
+        raise CatalogError(f"collection {catalog.collection!r} stores {kind}; --index {index.index_type} needs a "
+                           f"collection created with it: import into a new collection (--collection)")
     src.scalars = catalog.scalar_fields()
     if src.fingerprint is None and catalog.fingerprint():
         log.warning(
@@ -77,7 +92,17 @@ def import_h5(
     if opts.dry_run:
         return _dry_run(src, opts, summary)
     assert catalog is not None
-    prepare_collection(catalog, src, opts.force, opts.scalar_fields)
+    if opts.mode == "bulk" and (opts.index.code_bits or (dim_hint is not None and catalog.code_bits())):
+        raise CatalogError("binary-code collections are imported with --mode insert (their import files would "
+                           "hold codes and text floats, which Milvus 2.3's .npy import cannot take in bounded "
+                           "memory)")
+    if opts.index.index_type == "DISKANN" and not (catalog.exists() and catalog.has_index()):
+        why = catalog.diskann_refusal()  # the PyPI server's build fails and is retried forever: never wait on it
+        if why:
+            raise CatalogError(f"the Milvus server at {catalog.uri} cannot build DISKANN indexes ({why}); use "
+                               "--index IVF_SQ8 or IVF_PQ (compact too, docs/SCALING.md), or a Milvus built with "
+                               "DiskANN and queryNode.enableDisk: true")
+    prepare_collection(catalog, src, opts.force, opts.scalar_fields, opts.index, opts.code_sample)
     state = ImportState(opts.state_dir, src.layout.path, catalog.uri, catalog.collection, opts.mode,
                         (src.layout.vectors, src.layout.names))
     state.load(catalog.collection_id())

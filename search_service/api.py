@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, current_app, jsonify, request, send_file
 
+from catalog import schema as S
 from catalog.duplicates import page_after
 from catalog.filters import to_expression
 from search_service.errors import ApiError
@@ -277,6 +278,8 @@ def stats():
         "model": info.fingerprint.rsplit("-", 1)[0] if info.fingerprint else None,
         "dim": info.dim,
         "scalar_fields": info.scalar_fields,
+        # How vectors are stored (catalog.schema.PROP_MODE): "float", or "binary" codes re-ranked by floats.
+        "mode": svc.catalog.properties().get(S.PROP_MODE, "float") if info.exists else None,
     }
     if info.index is not None:
         body["index"] = {"type": info.index.index_type, "build_params": info.index.build_params,

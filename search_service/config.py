@@ -13,7 +13,7 @@
 | `IMAGE_ROOT` | `./data/images` | where catalogue files live; the only place files are served from |
 | `API_TOKEN` | empty | when set, writes need `Authorization: Bearer <token>` |
 | `MAX_UPLOAD_BYTES` | `20971520` | largest request body (20 MiB); larger gets 413 |
-| `SEARCH_PARAMS` | empty | JSON overriding the index's search parameters, e.g. `{"ef": 128}` |
+| `SEARCH_PARAMS` | empty | JSON overriding the index's search parameters, e.g. `{"ef": 128}`; compact modes (IVF_SQ8, IVF_PQ, BIN_ITQ*) also take `candidates`: coarse hits re-ranked per result (docs/SCALING.md) |
 | `SEARCH_CONSISTENCY` | `Session` | Milvus consistency level of searches; Session sees this service's own writes |
 | `GUARD_TTL` | `5` | seconds the fingerprint check is cached (refreshed at once after a failure) |
 | `SEARCH_THREADS` | `8` | gunicorn threads (one worker process, so metrics need no multiprocess mode) |

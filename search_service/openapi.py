@@ -130,7 +130,7 @@ OPENAPI: dict = {
                 "responses": {"200": {"description": "the file", "content": {"image/*": {}}}, **_errors(404)},
             }
         },
-        "/v1/stats": {"get": {"summary": "Catalogue size, fingerprint, model and index",
+        "/v1/stats": {"get": {"summary": "Catalogue size, fingerprint, model, storage mode and index",
                               "responses": {"200": _json({"$ref": "#/components/schemas/Stats"}, "stats"),
                                             **_errors(503)}}},
         "/v1/duplicates": {"get": {
@@ -233,9 +233,19 @@ OPENAPI: dict = {
                           "description": "the backbone that built it (the fingerprint without its hash)"},
                 "dim": {"type": ["integer", "null"]},
                 "scalar_fields": {"type": "object", "description": "fields declared for fast filters: name -> type"},
+                "mode": {"type": ["string", "null"], "enum": ["float", "binary", None],
+                         "description": "how the vectors are stored, chosen at import (`loader import --index`): "
+                                        "`float`, or `binary`: learned binary codes searched by Hamming distance, "
+                                        "their candidates re-ranked by exact cosine with the float vectors"},
                 "index": {"type": "object", "properties": {
-                    "type": {"type": "string"}, "build_params": {"type": "object"},
-                    "search_params": {"type": "object"},
+                    "type": {"type": "string", "description": "HNSW, IVF_FLAT, FLAT; compact modes: IVF_SQ8, "
+                                                              "IVF_PQ, DISKANN, BIN_ITQ256, BIN_ITQ512 (docs/SCALING.md)"},
+                    "build_params": {"type": "object"},
+                    "search_params": {"type": "object", "description": (
+                        "the index's search parameters with SEARCH_PARAMS applied (ef, nprobe, search_list); "
+                        "`candidates` (IVF_SQ8, IVF_PQ, BIN_ITQ*): coarse hits per wanted result that are "
+                        "re-ranked by exact cosine (default 5 for IVF_SQ8, 20 for the others; 0 turns it off "
+                        "for IVF_SQ8 / IVF_PQ); set it with SEARCH_PARAMS, e.g. {\"candidates\": 40}")},
                 }},
                 "message": {"type": "string", "description": "how to fill an empty catalogue"},
             }},

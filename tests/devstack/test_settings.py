@@ -29,3 +29,15 @@ def test_the_running_server_has_the_product_settings(milvus_server):
     rendered = yaml.safe_load((milvus_server.data_dir / "configs" / "milvus.yaml").read_text())
     for key, value in product_settings()["dataCoord"]["segment"].items():
         assert rendered["dataCoord"]["segment"][key] == value
+
+
+def test_mmap_stays_off_and_a_set_one_goes_under_make_runs_own_data_folder(tmp_path):
+    """queryNode.mmapDirPath: off in the product (2.3.5 loses names under it: deploy/milvus/user.yaml); a
+    user's setting on the compose volume or relative goes under make run's data folder."""
+    assert "mmapDirPath" not in (product_settings().get("queryNode") or {})
+    template = "queryNode:\n  enableDisk: false\n"
+    for path in ("/var/lib/milvus/mmap", "mmap"):
+        rendered = yaml.safe_load(apply_product_settings(template, {"queryNode.mmapDirPath": path}, tmp_path))
+        assert rendered["queryNode"] == {"enableDisk": False, "mmapDirPath": str(tmp_path / "mmap")}
+    off = yaml.safe_load(apply_product_settings(template, {"queryNode.mmapDirPath": ""}, tmp_path))
+    assert off["queryNode"]["mmapDirPath"] == ""

@@ -1,0 +1,178 @@
+"""Catalogues larger than memory (issue 20): every index mode on N feature-like vectors, one Milvus.
+
+    python bench/scale.py            10,000,000 x 512-d (about 20 GB of HDF5; hours)
+    python bench/scale.py --quick     1,000,000
+    python bench/scale.py --rows 2000 --dim 256 --queries 20 --modes IVF_SQ8,BIN_ITQ256   (tests)
+
+Writes the vectors (bench/_search_data.py's `broad` generator, ImageNet-VGG16-like) as one classic HDF5
+file, streaming, while it keeps each query's exact top 10; then per mode: imports the file with the loader
+(bulk mode for float indexes, insert mode for binary codes, which bulk mode refuses), builds the index,
+loads the collection alone (the others released) and searches the queries one at a time. For each mode a
+RESULT line per figure: import rows/s, index build + load seconds, Milvus resident memory when loaded
+(all of it, and the anonymous part: memory-mapped segments are the rest),
+Milvus disk used, recall@10 against exact search, p50/p99 latency. HNSW on raw vectors is the comparison.
+It checks free disk first and refuses when the file and Milvus's copies would not fit; everything it
+writes is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from _common import percentile, rss_mb, start_run, value  # noqa: E402
+from _search_data import PRESETS, FeatureLikeVectors  # noqa: E402
+
+from catalog import Catalog, IndexSpec  # noqa: E402
+from devstack.milvus_server import MilvusServer  # noqa: E402
+from devstack.processes import free_port  # noqa: E402
+from loader.importer import import_h5  # noqa: E402
+from loader.options import ImportOptions  # noqa: E402
+
+MODES = ("HNSW", "IVF_SQ8", "IVF_PQ", "BIN_ITQ256", "BIN_ITQ512")
+FINGERPRINT = "bench-feature-like"
+CHUNK = 100_000
+# Milvus's copies per float row byte: the insert log, the index and (HNSW) the graph; measured about 3x on
+# 1M x 512-d (README), so room for 4x the file per mode held at once, plus the file itself.
+DISK_FACTOR = 4
+
+
+def write_file(path: Path, rows: int, dim: int, queries: np.ndarray, gen: FeatureLikeVectors,
+               rng: np.random.Generator) -> np.ndarray:
+    """Stream `rows` vectors into a classic HDF5 file; returns each query's exact top 10 (row numbers)."""
+    import h5py
+
+    best_s = np.full((len(queries), 10), -np.inf, dtype=np.float32)
+    best_i = np.zeros((len(queries), 10), dtype=np.int64)
+    with h5py.File(path, "w") as f:
+        vec = f.create_dataset("dataset_1", (rows, dim), dtype="f4", chunks=(min(rows, 4096), dim))
+        names = f.create_dataset("dataset_2", (rows,), dtype="S16")
+        for start in range(0, rows, CHUNK):
+            x = gen.sample(min(CHUNK, rows - start), rng)
+            vec[start:start + len(x)] = x
+            names[start:start + len(x)] = np.array([f"img_{i:09d}".encode() for i in range(start, start + len(x))])
+            s = queries @ x.T
+            all_s = np.concatenate([best_s, s], axis=1)
+            all_i = np.concatenate([best_i, np.arange(start, start + len(x))[None, :].repeat(len(queries), 0)], axis=1)
+            top = np.argsort(-all_s, axis=1)[:, :10]
+            best_s, best_i = np.take_along_axis(all_s, top, 1), np.take_along_axis(all_i, top, 1)
+    return best_i
+
+
+def anon_mb(pid: int) -> float:
+    """Anonymous resident memory (RssAnon) of `pid` and its children, in MB: what Milvus cannot give back.
+    Memory-mapped segments (queryNode.mmapDirPath, on in deploy/milvus/user.yaml) count in RSS as
+    file-backed pages, which the kernel drops under pressure."""
+    import psutil
+
+    total = 0
+    proc = psutil.Process(pid)
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            with open(f"/proc/{p.pid}/status") as f:
+                total += sum(int(ln.split()[1]) for ln in f if ln.startswith("RssAnon:"))
+        except OSError:
+            pass
+    return total / 1024
+
+
+def rows_of(h5: Path) -> int:
+    """Rows in the classic file's vector dataset."""
+    import h5py
+
+    with h5py.File(h5, "r") as f:
+        return int(f["dataset_1"].shape[0])
+
+
+def dir_mb(path: Path) -> float:
+    """Disk used under `path`, in MB."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+def bench_mode(server: MilvusServer, h5: Path, kind: str, queries: np.ndarray, truth: np.ndarray, tag: str,
+               work: Path) -> None:
+    """Import, index, load and search one mode; RESULT lines named `scale_<mode>_<tag>_...`."""
+    name = f"scale_{kind.lower()}"
+    cat = Catalog(server.uri, collection=name, timeout=120)
+    cat.drop()
+    binary = kind.startswith("BIN_")
+    # nlist ~ 4 sqrt(rows), at most the modes' default 1024: a tiny run does not cluster 2k rows 1024 ways.
+    nlist = int(min(1024, max(16, 4 * np.sqrt(rows_of(h5)))))
+    opts = ImportOptions(index=IndexSpec(kind, build_params={"nlist": nlist} if kind != "HNSW" else {}), mode="insert" if binary else "bulk", bulk_dir=work / "bulk",
+                         state_dir=work / "state", quiet=True, fingerprint=FINGERPRINT)
+    disk0 = dir_mb(server.data_dir)
+    summary = import_h5(h5, cat, opts)
+    cat.flush()
+    prefix = f"scale_{kind.lower()}_{tag}"
+    value(f"{prefix}_import_rows_per_s", summary.rows_per_s, "rows/s")
+    value(f"{prefix}_index_and_load_s", summary.index_seconds or 0.0, "s")
+    time.sleep(5)  # let the load's transient buffers go
+    value(f"{prefix}_milvus_rss_loaded", rss_mb([server.proc.pid]), "MB")
+    value(f"{prefix}_milvus_anon_loaded", anon_mb(server.proc.pid), "MB")
+    value(f"{prefix}_milvus_disk", dir_mb(server.data_dir) - disk0, "MB")
+    spec = cat.index_spec()
+    took, found = [], 0
+    for q, t in zip(queries, truth):
+        t0 = time.perf_counter()
+        hits = cat.search(q[None, :], top_k=10, index=spec, with_meta=False)[0]
+        took.append((time.perf_counter() - t0) * 1000)
+        found += len({h["name"] for h in hits} & {f"img_{i:09d}" for i in t})
+    value(f"{prefix}_recall_at_10", found / truth.size)
+    value(f"{prefix}_search_p50", percentile(took, 50), "ms")
+    value(f"{prefix}_search_p99", percentile(took, 99), "ms")
+    cat.drop()  # its disk back before the next mode
+    cat.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="1,000,000 vectors instead of 10,000,000")
+    ap.add_argument("--rows", type=int, default=None, help="any size (tests: a few thousand)")
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
+    ap.add_argument("--workdir", default=None, help="where the file and Milvus's data go (default: a temp dir)")
+    args = ap.parse_args()
+    rows = args.rows or (1_000_000 if args.quick else 10_000_000)
+    modes = [m.strip().upper() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        ap.error(f"unknown mode(s) {bad}; use {', '.join(MODES)}")
+    start_run("bench/scale.py", quick=args.quick or bool(args.rows))
+    work = Path(tempfile.mkdtemp(prefix="scale-", dir=args.workdir))
+    need = rows * args.dim * 4 * (1 + DISK_FACTOR)
+    free = shutil.disk_usage(work).free
+    if free < need:
+        shutil.rmtree(work, ignore_errors=True)
+        sys.exit(f"bench/scale.py: {rows:,} x {args.dim}-d needs about {need / 2**30:.0f} GB of disk under {work.parent}, "
+                 f"{free / 2**30:.0f} GB is free: use --workdir on a larger disk or fewer --rows")
+    tag = f"{rows // 1_000_000}m" if rows >= 1_000_000 else f"{rows // 1000}k"
+    server = None
+    try:
+        gen = FeatureLikeVectors.preset("broad", rows, seed=0, presets={"broad": {**PRESETS["broad"], "dim": args.dim}})
+        rng = np.random.default_rng(1)
+        queries = gen.sample(args.queries, np.random.default_rng(2))
+        t0 = time.monotonic()
+        truth = write_file(work / "vectors.h5", rows, args.dim, queries, gen, rng)
+        print(f"INFO wrote {rows:,} x {args.dim}-d in {time.monotonic() - t0:.0f} s", flush=True)
+        server = MilvusServer(work / "milvus", port=free_port()).start()
+        for kind in modes:
+            bench_mode(server, work / "vectors.h5", kind, queries, truth, tag, work)
+    finally:
+        if server is not None:
+            server.stop(grace=10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Compact modes: what `Catalog` does differently for binary-code collections (BIN_ITQ256 / BIN_ITQ512)
+and for the re-ranked quantised float indexes (IVF_SQ8 / IVF_PQ: catalog.rerank).
+
+A binary-code catalogue is three Milvus collections:
+
+    <collection>              name, code (BINARY_VECTOR, BIN_IVF_FLAT, Hamming), meta, scalar fields
+    <collection>__floats      name, vector (FLOAT_VECTOR, FLAT): the float vectors, read only to re-rank
+    <collection>__projection  the learned projection (catalog.codes_store)
+
+Milvus 2.3 allows one vector field per collection, so the floats for re-ranking live in a collection of
+their own, fetched by name for the K candidates of a Hamming search. A real FLOAT_VECTOR field (not text)
+is what Milvus 2.3.5 memory-maps when `queryNode.mmapDirPath` is set: then the floats cost page cache,
+not resident memory (measured in docs/SCALING.md). FLAT is the cheapest index 2.3 loads a collection with.
+
+Write order: an upsert writes the floats first, then the codes; a delete removes the codes first, then the
+floats. A crash between the two leaves at worst floats nobody can find (no code points at them), never a
+searchable code without its floats; rerunning the upsert or delete (the loader resumes so) repairs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Callable
+
+import numpy as np
+from pymilvus import DataType, MilvusClient
+
+from catalog import milvus23, rerank
+from catalog import schema as S
+from catalog.binary_codes import Projection
+from catalog.codes_store import ProjectionStore, sidecar_name
+from catalog.errors import CatalogError
+from catalog.filters import names_filter
+
+FLOATS_SUFFIX = "__floats"
+FETCH_CHUNK = 4096  # names per query fetching floats (Milvus's query window is 16,384 rows)
+
+
+def floats_name(collection: str) -> str:
+    """The floats collection of a binary-code `collection`."""
+    return collection + FLOATS_SUFFIX
+
+
+class FloatsStore:
+    """A binary-code collection's float vectors by name, through the Catalog's `call` / `read`."""
+
+    def __init__(self, call: Callable[..., Any], read: Callable[..., Any], name: str):
+        self.call, self.read, self.name = call, read, name
+
+    def create(self, dim: int, timeout: float) -> None:
+        """Create (replacing any leftover), index FLAT and load the floats collection."""
+        self.drop()
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field(S.NAME_FIELD, DataType.VARCHAR, is_primary=True, max_length=S.NAME_MAX_LENGTH)
+        schema.add_field(S.VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
+        index = MilvusClient.prepare_index_params()
+        index.add_index(field_name=S.VECTOR_FIELD, index_type="FLAT", metric_type=S.METRIC, index_name=S.VECTOR_FIELD)
+        self.call("create_collection", self.name, schema=schema, index_params=index, consistency_level="Bounded",
+                  timeout=timeout)
+
+    def upsert(self, names: Sequence[str], vectors: np.ndarray) -> None:
+        self.call("upsert", self.name, [{S.NAME_FIELD: n, S.VECTOR_FIELD: v} for n, v in zip(names, vectors)])
+
+    def delete(self, names: Sequence[str]) -> None:
+        self.call("delete", self.name, filter=names_filter(names))
+
+    def fetch(self, names: Sequence[str], consistency_level: str | None = None) -> dict[str, np.ndarray]:
+        """{name: float32 vector} for those of `names` stored. Read at `consistency_level` (default
+        Bounded) first; names not seen then (written a moment ago) are read again with Strong consistency."""
+        out: dict[str, np.ndarray] = {}
+        wanted = list(dict.fromkeys(names))
+        # Strong waits for the server's time tick (~200 ms on 2.3); Bounded does not, and only rows written
+        # in the last few seconds can be missing from it.
+        for level in ([consistency_level or "Bounded"] if consistency_level != "Strong" else []) + ["Strong"]:
+            for at in range(0, len(wanted), FETCH_CHUNK):
+                rows = self.read("query", self.name, filter=names_filter(wanted[at:at + FETCH_CHUNK]),
+                                 output_fields=[S.NAME_FIELD, S.VECTOR_FIELD], consistency_level=level)
+                out.update((r[S.NAME_FIELD], np.asarray(r[S.VECTOR_FIELD], dtype=np.float32)) for r in rows)
+            wanted = [n for n in wanted if n not in out]
+            if not wanted:
+                break
+        return out
+
+    def drop(self) -> None:
+        if self.call("has_collection", self.name):
+            self.call("drop_collection", self.name)
+
+
+class CompactModes:
+    """The compact modes' half of `Catalog` (catalog.store), mixed in: the projection, the floats collection,
+    writes to both collections, the Hamming search with exact re-ranking, and IVF_SQ8 / IVF_PQ re-ranking. Uses the Catalog's
+    `collection`, `timeout`, `_call`, `_read`, `properties`, `_projection`."""
+
+    collection: str
+    timeout: float
+    _projection: Projection | None
+
+    def code_bits(self) -> int | None:
+        """Bits per code in a binary-code collection, None in a float one."""
+        props = self.properties()
+        return int(props[S.PROP_CODE_BITS]) if props.get(S.PROP_MODE) == "binary" else None
+
+    def projection(self) -> Projection:
+        """The learned projection of a binary-code collection (read once, digest-checked)."""
+        if self._projection is None:
+            props = self.properties()
+            store = ProjectionStore(self._call, props.get(S.PROP_PROJECTION) or sidecar_name(self.collection))
+            self._projection = store.load(props.get(S.PROP_PROJECTION_SHA))
+        return self._projection
+
+    def floats(self) -> FloatsStore:
+        """The floats collection (its name recorded with the collection)."""
+        name = self.properties().get(S.PROP_FLOATS) or floats_name(self.collection)
+        return FloatsStore(self._call, self._read, name)
+
+    def diskann_refusal(self) -> str | None:
+        """None when the server can build DISKANN indexes, else why not (catalog.milvus23, item 6)."""
+        return milvus23.diskann_refusal(self._call)
+
+    def _create_binary(self, dim: int, projection: Projection, timeout: float) -> dict[str, str]:
+        """Store the projection and create the floats collection (both before the collection itself, so a
+        collection that exists always has them); returns the properties that record them."""
+        if projection.dim != dim:
+            raise CatalogError(f"the projection is for {projection.dim}-d vectors, the collection {dim}-d")
+        store = ProjectionStore(self._call, sidecar_name(self.collection))
+        floats = FloatsStore(self._call, self._read, floats_name(self.collection))
+        floats.create(dim, timeout)
+        return {S.PROP_MODE: "binary", S.PROP_CODE_BITS: str(projection.bits), S.PROP_PROJECTION: store.name,
+                S.PROP_PROJECTION_SHA: store.save(projection, timeout), S.PROP_FLOATS: floats.name}
+
+    def _drop_binary(self) -> None:
+        """Drop the floats and projection collections (after the collection itself)."""
+        FloatsStore(self._call, self._read, floats_name(self.collection)).drop()
+        ProjectionStore(self._call, sidecar_name(self.collection)).drop()
+
+    def vector_columns(self, names: Sequence[str], vectors: np.ndarray) -> dict[str, Any]:
+        """The vector column of rows: the vectors, or in binary mode their codes (bytes, pymilvus's
+        BINARY_VECTOR values), after writing the floats to the floats collection (see the write order)."""
+        if not self.code_bits():
+            return {S.VECTOR_FIELD: vectors}
+        self.floats().upsert(names, vectors)
+        return {S.CODE_FIELD: [c.tobytes() for c in self.projection().encode(vectors)]}
+
+    def _with_floats(self, rows: list[dict]) -> list[dict]:
+        """Binary mode: rows given their `vector` from the floats collection (as a float collection's are)."""
+        if rows and self.code_bits():
+            found = self.floats().fetch([r[S.NAME_FIELD] for r in rows], "Strong")
+            for r in rows:
+                r[S.VECTOR_FIELD] = found.get(r[S.NAME_FIELD])
+        return rows
+
+    def _search_codes(self, queries: np.ndarray, top_k: int, spec: S.IndexSpec, params: dict[str, Any] | None,
+                      with_meta: bool, consistency_level: str | None, filter: str, offset: int,
+                      min_score: float | None) -> list[list[dict]]:
+        """Binary mode: Hamming search for candidates, their floats fetched by name, exact cosine re-ranking."""
+        limit = rerank.candidates(spec, params, top_k + offset)
+        res = self._read(
+            "search", self.collection, data=[c.tobytes() for c in self.projection().encode(queries)], limit=limit,
+            anns_field=S.CODE_FIELD, search_params=S.search_params(spec, params, depth=limit),
+            output_fields=[S.META_FIELD] if with_meta else [],
+            **({"filter": filter} if filter else {}),
+            **({"consistency_level": consistency_level} if consistency_level else {}),
+        )
+        res = [list(hits) for hits in res]
+        found = self.floats().fetch([h["id"] for hits in res for h in hits], consistency_level)
+        out = []
+        for q, hits in zip(queries, res):
+            hits = [h for h in hits if h["id"] in found]  # floats gone: a delete half done, not a result
+            floats = np.asarray([found[h["id"]] for h in hits], dtype=np.float32).reshape(len(hits), len(q))
+            out.append(rerank.rerank(q, hits, floats, top_k, offset, min_score))
+        return out
+
+    def _search_refined(self, queries: np.ndarray, top_k: int, spec: S.IndexSpec, params: dict[str, Any] | None,
+                        with_meta: bool, consistency_level: str | None, filter: str, offset: int,
+                        min_score: float | None) -> list[list[dict]]:
+        """IVF_SQ8 / IVF_PQ: a quantised search for `candidates` per result that returns the candidates'
+        floats, then exact cosine re-ranking (catalog.rerank)."""
+        limit = rerank.candidates(spec, params, top_k + offset)
+        res = self._read(
+            "search", self.collection, data=queries.tolist(), limit=limit, anns_field=S.VECTOR_FIELD,
+            search_params=S.search_params(spec, params, depth=limit),
+            output_fields=[S.VECTOR_FIELD] + ([S.META_FIELD] if with_meta else []),
+            **({"filter": filter} if filter else {}),
+            **({"consistency_level": consistency_level} if consistency_level else {}),
+        )
+        out = []
+        for q, hits in zip(queries, res):
+            hits = list(hits)
+            floats = np.asarray([(h.get("entity") or {})[S.VECTOR_FIELD] for h in hits], dtype=np.float32)
+            out.append(rerank.rerank(q, hits, floats.reshape(len(hits), -1), top_k, offset, min_score))
+        return out

@@ -1,0 +1,79 @@
+"""ITQ binary codes (catalog.binary_codes): the learned codes rank neighbours better than a random rotation,
+training is deterministic, and the packed bytes are Milvus's BINARY_VECTOR layout."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from catalog.binary_codes import Projection, check_bits, hamming, random_rotation, train_itq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from _search_data import FeatureLikeVectors  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    # The `calibrated` shape (VGG16-like: tight clusters, every channel active) at 128 dimensions.
+    gen = FeatureLikeVectors.preset("c", 5000, seed=3, presets={"c": {"dim": 128, "cluster_shape": 20.0,
+                                                                      "point_shape": 60.0, "silent": 0.0}})
+    rng = np.random.default_rng(4)
+    return gen.sample(5000, rng), gen.sample(50, rng)
+
+
+def code_recall(proj: Projection, x: np.ndarray, q: np.ndarray, k: int = 10, candidates: int = 100) -> float:
+    """Share of each query's exact top-k found among its `candidates` nearest codes."""
+    codes, found = proj.encode(x), 0
+    for v, c in zip(q, proj.encode(q)):
+        truth = set(np.argsort(-(x @ v))[:k])
+        found += len(truth & set(np.argsort(hamming(codes, c), kind="stable")[:candidates]))
+    return found / (k * len(q))
+
+
+def test_itq_codes_find_neighbours_better_than_a_random_rotation(data):
+    # Short codes, where the rotation matters: measured 0.94 (ITQ) against 0.87 (PCA + random rotation).
+    # At 256+ bits on 512-d vectors the two are within 0.01-0.02 of each other (docs/SCALING.md).
+    x, q = data
+    itq = code_recall(train_itq(x, 32, seed=0), x, q)
+    rand = code_recall(random_rotation(x, 32, seed=0), x, q)
+    assert itq > rand + 0.03, (itq, rand)
+    assert itq > 0.85
+
+
+def test_training_is_deterministic_given_the_sample_and_seed(data):
+    x, _ = data
+    a, b = train_itq(x[:2000], 32, seed=7), train_itq(x[:2000], 32, seed=7)
+    assert a.digest() == b.digest()
+    assert np.array_equal(a.encode(x[:100]), b.encode(x[:100]))
+
+
+def test_the_itq_rotation_is_orthogonal_so_a_full_width_code_keeps_every_direction(data):
+    x, _ = data
+    proj = train_itq(x[:2000], 128, iterations=5)
+    assert np.allclose(proj.matrix.T @ proj.matrix, np.eye(128), atol=1e-4)
+
+
+def test_codes_are_packed_most_significant_bit_first_like_milvus_binary_vectors():
+    proj = Projection(np.zeros(16, np.float32), np.eye(16, dtype=np.float32))
+    v = np.array([[1, -1, -1, -1, -1, -1, -1, 1] + [-1] * 7 + [1]], dtype=np.float32)
+    codes = proj.encode(v)
+    assert codes.dtype == np.uint8 and codes.shape == (1, 2)
+    assert codes.tolist() == [[0b10000001, 0b00000001]]
+
+
+def test_a_projection_survives_its_bytes_and_bad_bytes_are_refused(data):
+    x, _ = data
+    proj = train_itq(x[:1000], 16, iterations=2)
+    back = Projection.from_bytes(proj.to_bytes())
+    assert back.digest() == proj.digest() and back.bits == 16 and back.dim == 128
+    with pytest.raises(ValueError, match="not a stored projection"):
+        Projection.from_bytes(b"nonsense")
+
+
+@pytest.mark.parametrize("bits, dim, message", [(12, 64, "multiple of 8"), (256, 128, "at least 256")])
+def test_bad_code_sizes_are_refused(bits, dim, message):
+    with pytest.raises(ValueError, match=message):
+        check_bits(bits, dim)
