@@ -5,13 +5,11 @@ parseable number and the machine, between a MACHINE and a RUN line, and the Ray 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+BENCH = "extract_batch"  # the script this module checks (tests/bench/conftest.py runs it)
+
 TAG = "extract_batch_efficientnet_lite0"
 NUMBER = r"[-+]?(?:\d+\.?\d*(?:e[-+]?\d+)?|nan|inf)"
 COMPARED = [f"{TAG}_ray_vs_http", f"{TAG}_ray_vs_classic", f"{TAG}_http_vs_classic", f"{TAG}_ray_steady_vs_http"]
@@ -21,10 +19,9 @@ VALUES = ["extract_batch_ray_init_s", f"{TAG}_ray_first_rows_s", f"{TAG}_ray_max
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_extract_batch_bench_on_tiny_sizes():
+def test_extract_batch_bench_on_tiny_sizes(bench_runs):
     pytest.importorskip("ray", reason="Ray is not installed: make setup-ray")
-    proc = subprocess.run([sys.executable, "bench/extract_batch.py", "--tiny"], cwd=REPO, capture_output=True,
-                          text=True, timeout=280)
+    proc = bench_runs["extract_batch"].finish()
     out = proc.stdout
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-3000:]}\n{proc.stderr[-3000:]}"
     lines = out.splitlines()

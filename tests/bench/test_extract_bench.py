@@ -8,13 +8,11 @@ full run prints, each with a parseable number and the machine it ran on, between
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+BENCH = "extract"  # the script this module checks (tests/bench/conftest.py runs it)
+
 TAG = "extract_efficientnet_lite0"
 NUMBER = r"[-+]?(?:\d+\.?\d*(?:e[-+]?\d+)?|nan|inf)"
 
@@ -33,12 +31,8 @@ VALUES = [f"{TAG}_vs_best_batched_16_clients_median_round",
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_extract_bench_quick_on_tiny_sizes():
-    proc = subprocess.run(
-        [sys.executable, "bench/extract.py", "--quick", "--model", "efficientnet-lite0", "--input-size", "64",
-         "--image-scale", "1"],
-        cwd=REPO, capture_output=True, text=True, timeout=280,
-    )
+def test_extract_bench_quick_on_tiny_sizes(bench_runs):
+    proc = bench_runs["extract"].finish()
     out = proc.stdout
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-3000:]}\n{proc.stderr[-3000:]}"
     lines = out.splitlines()

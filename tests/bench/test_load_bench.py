@@ -5,14 +5,12 @@ whole insert sweep, and leaves nothing behind. About a minute; the figures thems
 from __future__ import annotations
 
 import math
-import os
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+BENCH = "load"  # the script this module checks (tests/bench/conftest.py runs it)
 
 REPO = Path(__file__).resolve().parents[2]
 NUMBER = r"(-?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|nan|inf)"
@@ -28,18 +26,11 @@ def _number(text: str) -> float:
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_load_bench_runs_on_tiny_sizes(tmp_path):
-    cmd = [sys.executable, "bench/load.py", "--rows", "5000", "--repeat", "1", "--index", "FLAT",
-           "--sweep-after", "1"]
-    env = {**os.environ, "TMPDIR": str(tmp_path)}  # Milvus data, the bench file: checked empty at the end
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)  # KeyboardInterrupt: its finally blocks stop Milvus, clean up
-        out, err = proc.communicate(timeout=60)
-        pytest.fail(f"bench/load.py ran over 300 s on 5,000 rows\n{out[-3000:]}\n{err[-3000:]}")
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-3000:]}\n{err[-3000:]}"
+def test_load_bench_runs_on_tiny_sizes(bench_runs):
+    bench = bench_runs["load"]  # 5,000 rows, one bulk pair, FLAT; TMPDIR is its workdir: checked empty at the end
+    done, tmp_path = bench.finish(), bench.workdir
+    out, err = done.stdout, done.stderr
+    assert done.returncode == 0, f"exit {done.returncode}\n{out[-3000:]}\n{err[-3000:]}"
 
     lines = out.splitlines()
     machine = [ln for ln in lines if ln.startswith("MACHINE ")]
@@ -74,4 +65,4 @@ def test_load_bench_runs_on_tiny_sizes(tmp_path):
 
     assert not list(tmp_path.iterdir()), "the benchmark left files in its temp dir"
     shm = Path("/dev/shm")  # bulk files are staged there when it has room
-    assert not shm.is_dir() or not list(shm.glob(f"*/bench-load-{proc.pid}")), "staged files left behind"
+    assert not shm.is_dir() or not list(shm.glob(f"*/bench-load-{bench.proc.pid}")), "staged files left behind"

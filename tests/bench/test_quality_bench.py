@@ -7,22 +7,19 @@ line, the side-by-side ratios, between a MACHINE and a RUN line.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+BENCH = "quality"  # the script this module checks (tests/bench/conftest.py runs it)
+
 NUMBER = r"[-+]?(?:\d+\.?\d*(?:e[-+]?\d+)?|nan|inf)"
 
 
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_quality_bench_on_tiny_sets():
-    proc = subprocess.run([sys.executable, "bench/quality.py", "--tiny", "--models", "efficientnet-lite0,raw-pixels"],
-                          cwd=REPO, capture_output=True, text=True, timeout=280)
+def test_quality_bench_on_tiny_sets(bench_runs):
+    proc = bench_runs["quality"].finish()
     out = proc.stdout
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-3000:]}\n{proc.stderr[-3000:]}"
     lines = out.splitlines()

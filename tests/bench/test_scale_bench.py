@@ -12,15 +12,16 @@ import pytest
 
 from devstack.processes import REPO
 
+BENCH = "scale"  # the script this module checks (tests/bench/conftest.py runs it)
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RESULT = re.compile(r"^RESULT (\S+) value=([\d.e+-]+)\S* machine=(\S+) at=\d+s$")
 
 
-def test_scale_bench_runs_each_mode_on_a_tiny_catalogue(tmp_path):
-    done = subprocess.run([sys.executable, "bench/scale.py", "--rows", "2000", "--dim", "256", "--queries", "20",
-                           "--modes", "IVF_SQ8,BIN_ITQ256", "--workdir", str(tmp_path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+def test_scale_bench_runs_each_mode_on_a_tiny_catalogue(bench_runs):
+    run = bench_runs["scale"]
+    done, tmp_path = run.finish(), run.workdir
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = done.stdout.splitlines()
     results = {m.group(1): float(m.group(2)) for m in map(RESULT.match, lines) if m}

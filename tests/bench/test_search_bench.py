@@ -4,12 +4,10 @@ names the machine. (The figures themselves mean nothing at this size; the README
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
-from devstack.processes import REPO
+BENCH = "search"  # the script this module checks (tests/bench/conftest.py runs it)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -17,9 +15,8 @@ RESULT = re.compile(r"^RESULT (\S+) (?:ours=([\d.e+-]+)\S* baseline=([\d.e+-]+)\
                     r"value=([\d.e+-]+)\S*) machine=(\S+) at=\d+s$")
 
 
-def test_search_bench_runs_every_part_on_tiny_sizes():
-    done = subprocess.run([sys.executable, "bench/search.py", "--tiny"], cwd=REPO, capture_output=True, text=True,
-                          timeout=900)
+def test_search_bench_runs_every_part_on_tiny_sizes(bench_runs):
+    done = bench_runs["search"].finish()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = done.stdout.splitlines()
     results = {m.group(1): m for m in map(RESULT.match, lines) if m}
