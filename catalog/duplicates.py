@@ -3,8 +3,8 @@
 Every stored vector is searched against the collection for its `neighbours` best hits, in batches, and the
 hits at least `threshold` similar are kept; each such pair joins one group (union-find, so chains A~B~C
 make one group). A plain top-k search and a client-side threshold give the same pairs as a Milvus range
-search, measured 55x cheaper per query with HNSW on Milvus 2.3 (0.3 ms against 17.7 ms on 100k vectors). Each group is reported once, its members sorted by name,
-groups sorted by their first member. Shared by `python -m loader duplicates` and `GET /v1/duplicates`.
+search, and far cheaper per query with HNSW on Milvus 2.3 (bench/search.py compares them). Each group is
+reported once, its members sorted by name, groups sorted by their first member. Shared by `python -m loader duplicates` and `GET /v1/duplicates`.
 
 Cost: one query per image through the ANN index (a few thousand images/s on 2 cores with HNSW). An image
 with more than `neighbours` near-duplicates keeps only the closest `neighbours` as direct links (the rest

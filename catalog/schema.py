@@ -216,8 +216,7 @@ def scalar_fields_property(scalar_fields: dict[str, str] | None) -> str:
 
 
 # A filtered HNSW search walks the graph past the rows the filter drops, so it needs a wider beam for the
-# same recall: with a filter keeping 10% of 100k VGG-like vectors, recall@10 was 0.88 at ef 64, 0.94 at 256
-# (p50 1.9x the unfiltered search's) and 0.96 at 512 (2.4x). bench/search.py measures it at 1M.
+# same recall; bench/search.py measures the recall and latency this factor gives (README, Benchmarks).
 FILTERED_EF_FACTOR = 4
 
 

@@ -258,8 +258,8 @@ class Catalog(CompactModes):
         """Insert or replace rows by name; returns the number written."""
         if len(names) == 0:
             return 0
-        # numpy rows: pymilvus packs them straight into the request; .tolist() made Python floats of every
-        # value and measured 2.8x slower with ~10x the memory on bulk loads.
+        # numpy rows: pymilvus packs them straight into the request; .tolist() would make a Python float of
+        # every value (slower, and many times the memory, on bulk loads).
         scalars = self.scalar_fields()
         vectors = np.asarray(vectors, dtype=np.float32)
         columns = self.vector_columns(names, vectors)  # binary mode: writes the floats collection first
