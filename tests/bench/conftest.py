@@ -10,6 +10,7 @@ well-formed RESULT lines.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -41,6 +42,24 @@ class BenchRun:
                 pytest.fail(f"{self.name} ran over {self.timeout:.0f} s\n{out[-3000:]}\n{err[-3000:]}")
             self._done = subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
         return self._done
+
+    def checked(self, script: str, mode: str = "quick") -> tuple[str, dict[str, str]]:
+        """Wait; check the exit code, the MACHINE line first, the RUN line last and every RESULT line's
+        machine stamp; return (stdout, {result name: its line})."""
+        done = self.finish()
+        out = done.stdout
+        assert done.returncode == 0, f"exit {done.returncode}\n{out[-3000:]}\n{done.stderr[-3000:]}"
+        lines = out.splitlines()
+        assert lines[0].startswith("MACHINE ") and "cores=" in lines[0], lines[0]
+        machine = re.escape(lines[0].split()[1])
+        assert re.fullmatch(rf"RUN {re.escape(script)} length=\d+s mode={mode} machine={machine}", lines[-1]), \
+            lines[-1]
+        results = {}
+        for line in lines:
+            if line.startswith("RESULT "):
+                assert re.search(rf" machine={machine} at=\d+s$", line), line
+                results[line.split()[1]] = line
+        return out, results
 
 
 def _commands(workdir) -> dict[str, tuple[list[str], float, dict[str, str]]]:

@@ -18,22 +18,9 @@ VALUES = ["extract_batch_ray_init_s", f"{TAG}_ray_first_rows_s", f"{TAG}_ray_max
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.timeout(300)
 def test_extract_batch_bench_on_tiny_sizes(bench_runs):
     pytest.importorskip("ray", reason="Ray is not installed: make setup-ray")
-    proc = bench_runs["extract_batch"].finish()
-    out = proc.stdout
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-3000:]}\n{proc.stderr[-3000:]}"
-    lines = out.splitlines()
-    assert lines[0].startswith("MACHINE "), lines[0]
-    machine = lines[0].split()[1]
-    assert re.fullmatch(rf"RUN bench/extract_batch\.py length=\d+s mode=quick machine={re.escape(machine)}",
-                        lines[-1]), lines[-1]
-    results = {}
-    for line in lines:
-        if line.startswith("RESULT "):
-            assert re.search(rf" machine={re.escape(machine)} at=\d+s$", line), line
-            results[line.split()[1]] = line
+    _, results = bench_runs["extract_batch"].checked("bench/extract_batch.py")
     for name in COMPARED:
         m = re.search(rf" ours=({NUMBER})\S* baseline=({NUMBER})\S* ratio=({NUMBER}) ", results.get(name, ""))
         assert m and all(float(x) > 0 for x in m.groups()), results.get(name, f"no RESULT {name}")

@@ -30,22 +30,8 @@ VALUES = [f"{TAG}_vs_best_batched_16_clients_median_round",
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.timeout(300)
 def test_extract_bench_quick_on_tiny_sizes(bench_runs):
-    proc = bench_runs["extract"].finish()
-    out = proc.stdout
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-3000:]}\n{proc.stderr[-3000:]}"
-    lines = out.splitlines()
-    assert lines[0].startswith("MACHINE ") and "cores=" in lines[0], lines[0]
-    machine = lines[0].split()[1]
-    run_line = rf"RUN bench/extract\.py length=\d+s mode=quick machine={re.escape(machine)}"
-    assert re.fullmatch(run_line, lines[-1]), lines[-1]
-
-    results = {}
-    for line in lines:
-        if line.startswith("RESULT "):
-            assert re.search(rf" machine={re.escape(machine)} at=\d+s$", line), line
-            results[line.split()[1]] = line
+    out, results = bench_runs["extract"].checked("bench/extract.py")
     for name in COMPARED:
         assert name in results, f"no RESULT {name}:\n{out[-3000:]}"
         m = re.search(rf" ours=({NUMBER})\S* baseline=({NUMBER})\S* ratio=({NUMBER}) ", results[name])

@@ -17,16 +17,8 @@ NUMBER = r"[-+]?(?:\d+\.?\d*(?:e[-+]?\d+)?|nan|inf)"
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.timeout(300)
 def test_quality_bench_on_tiny_sets(bench_runs):
-    proc = bench_runs["quality"].finish()
-    out = proc.stdout
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-3000:]}\n{proc.stderr[-3000:]}"
-    lines = out.splitlines()
-    assert lines[0].startswith("MACHINE "), lines[0]
-    machine = lines[0].split()[1]
-    assert re.fullmatch(rf"RUN bench/quality\.py length=\d+s mode=quick machine={re.escape(machine)}", lines[-1])
-    results = {line.split()[1]: line for line in lines if line.startswith("RESULT ")}
+    _, results = bench_runs["quality"].checked("bench/quality.py")
     for model in ("efficientnet-lite0", "raw-pixels"):
         for metric in ("fmnist_p10", "neardup_r1", "neardup_mrr"):
             name = f"quality_{metric}_{model}"
