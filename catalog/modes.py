@@ -9,8 +9,9 @@ A binary-code catalogue is three Milvus collections:
 
 Milvus 2.3 allows one vector field per collection, so the floats for re-ranking live in a collection of
 their own, fetched by name for the K candidates of a Hamming search. A real FLOAT_VECTOR field (not text)
-is what Milvus 2.3.5 memory-maps when `queryNode.mmapDirPath` is set: then the floats cost page cache,
-not resident memory (measured in docs/SCALING.md). FLAT is the cheapest index 2.3 loads a collection with.
+is what Milvus memory-maps when `queryNode.mmapDirPath` is set, so that the floats cost page cache, not
+resident memory; but on 2.3.5 mmap makes lookups by name miss rows, so the product keeps it off and the
+floats stay resident there (docs/SCALING.md). FLAT is the cheapest index 2.3 loads a collection with.
 
 Write order: an upsert writes the floats first, then the codes; a delete removes the codes first, then the
 floats. A crash between the two leaves at worst floats nobody can find (no code points at them), never a
