@@ -67,16 +67,21 @@ class SearchQuery:
         return self.queries[0].name
 
 
+def _integer(raw: Any, code: str, message: str) -> int:
+    """`raw` (form text, query string or JSON number) as an int; a bool or a fraction is a 400 `code`."""
+    try:
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+            raise ValueError
+        return int(raw)
+    except (TypeError, ValueError):
+        raise ApiError(400, code, message) from None
+
+
 def parse_top_k(raw: Any) -> int:
     """`top_k` from a form, query string or JSON value: an integer from 1 to 100."""
     if raw is None or raw == "":
         return TOP_K_DEFAULT
-    try:
-        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-            raise ValueError
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise ApiError(400, "bad_top_k", f"top_k must be an integer from 1 to {TOP_K_MAX}; got {raw!r}") from None
+    value = _integer(raw, "bad_top_k", f"top_k must be an integer from 1 to {TOP_K_MAX}; got {raw!r}")
     if not 1 <= value <= TOP_K_MAX:
         raise ApiError(400, "bad_top_k", f"top_k must be from 1 to {TOP_K_MAX}; got {value}")
     return value
@@ -167,12 +172,7 @@ def parse_offset(raw: Any, top_k: int) -> int:
     """`offset` for paging: skip that many best hits; top_k + offset within Milvus's limit."""
     if raw is None or raw == "":
         return 0
-    try:
-        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-            raise ValueError
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise ApiError(400, "bad_offset", f"offset must be an integer from 0 to {OFFSET_MAX}; got {raw!r}") from None
+    value = _integer(raw, "bad_offset", f"offset must be an integer from 0 to {OFFSET_MAX}; got {raw!r}")
     if not 0 <= value <= OFFSET_MAX:
         raise ApiError(400, "bad_offset", f"offset must be from 0 to {OFFSET_MAX} (top_k + offset at most "
                                           f"{MILVUS_TOPK_MAX}); got {value}")
