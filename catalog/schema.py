@@ -217,6 +217,7 @@ def scalar_fields_property(scalar_fields: dict[str, str] | None) -> str:
 
 # A filtered HNSW search walks the graph past the rows the filter drops, so it needs a wider beam for the
 # same recall; bench/search.py measures the recall and latency this factor gives (README, Benchmarks).
+# Milvus's partition key is not used: on 2.3.5 a filter on the key missed most rows (README, Benchmarks).
 FILTERED_EF_FACTOR = 4
 
 
