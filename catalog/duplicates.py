@@ -6,9 +6,10 @@ make one group). A plain top-k search and a client-side threshold give the same 
 search, and far cheaper per query with HNSW on Milvus 2.3 (bench/search.py compares them). Each group is
 reported once, its members sorted by name, groups sorted by their first member. Shared by `python -m loader duplicates` and `GET /v1/duplicates`.
 
-Cost: one query per image through the ANN index (a few thousand images/s on 2 cores with HNSW). An image
-with more than `neighbours` near-duplicates keeps only the closest `neighbours` as direct links (the rest
-usually join through them).
+Cost: one query per image through the ANN index (several hundred images/s on 2 cores with HNSW at 100k).
+An image whose `neighbours` hits are all above the threshold may have more: it is searched again with
+WIDEN_FACTOR times the limit, until a hit falls below the threshold or Milvus's largest limit is reached,
+so dense regions (hundreds of images chained above the threshold) link as the N^2 scan links them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from catalog.store import Catalog
 DEFAULT_THRESHOLD = 0.95
 DEFAULT_NEIGHBOURS = 16
 SCAN_BATCH = 256
+WIDEN_FACTOR = 8  # a capped image's next search asks for 8x the hits
 
 
 @dataclass
@@ -70,17 +72,25 @@ def find_groups(catalog: Catalog, threshold: float = DEFAULT_THRESHOLD, neighbou
     for rows in catalog.iter_rows(SCAN_BATCH, with_vectors=True):
         names = [r[S.NAME_FIELD] for r in rows]
         vectors = np.asarray([r[S.VECTOR_FIELD] for r in rows], dtype=np.float32)
-        # +1: each image finds itself first.
-        hits = catalog.search(vectors, top_k=neighbours + 1, index=spec, params=params, with_meta=False,
-                              consistency_level="Strong")
-        for name, found in zip(names, hits):
-            for h in found:
-                other = h["name"]
-                if other == name or h["score"] < threshold:
-                    continue
-                pair = (min(name, other), max(name, other))
-                best[pair] = max(best.get(pair, -2.0), h["score"])
-                uf.union(name, other)
+        limit = neighbours + 1  # +1: each image finds itself first
+        todo = list(range(len(names)))
+        while todo:
+            hits = catalog.search(vectors[todo], top_k=limit, index=spec, params=params, with_meta=False,
+                                  consistency_level="Strong")
+            capped = []
+            for i, found in zip(todo, hits):
+                name = names[i]
+                for h in found:
+                    other = h["name"]
+                    if other == name or h["score"] < threshold:
+                        continue
+                    pair = (min(name, other), max(name, other))
+                    best[pair] = max(best.get(pair, -2.0), h["score"])
+                    uf.union(name, other)
+                if len(found) == limit and found[-1]["score"] >= threshold:
+                    capped.append(i)  # every hit above the threshold: there may be more
+            todo = capped if limit < S.MAX_CANDIDATES else []
+            limit = min(limit * WIDEN_FACTOR, S.MAX_CANDIDATES)
         if progress:
             progress(len(rows))
     members: dict[str, set[str]] = {}

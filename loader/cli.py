@@ -269,7 +269,8 @@ def index_cmd(directory, extractor_url, concurrency, images_per_request, work_fi
 @click.option("--threshold", type=click.FloatRange(0.5, 1.0), default=0.95, show_default=True,
               help="Cosine similarity at or above which two images are near-duplicates.")
 @click.option("--neighbours", type=click.IntRange(1, 1000), default=16, show_default=True,
-              help="Near-duplicates each image links to directly (groups also join through chains).")
+              help="Hits each image's first search asks for (an image with all of them above the threshold is "
+                   "searched again for 8x as many).")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
               help="jsonl: one group per line; csv: one row per image (group, name, size, best_score).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="File to write (default stdout).")

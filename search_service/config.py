@@ -19,7 +19,7 @@
 | `SEARCH_THREADS` | `8` | gunicorn threads (one worker process, so metrics need no multiprocess mode) |
 | `SEARCH_RETRY_AFTER_S` | `5` | what 503 answers tell clients to wait (`Retry-After`) |
 | `SEARCH_MAX_BATCH` | `32` | most queries (image parts, vectors or names) in one search request |
-| `DUPLICATES_NEIGHBOURS` | `16` | near-duplicates each image links to directly when finding groups |
+| `DUPLICATES_NEIGHBOURS` | `16` | hits per image in the first search when finding groups (more where all are above the threshold) |
 | `DUPLICATES_TTL_S` | `600` | how long found groups are served before the next request finds them again |
 """
 
