@@ -212,6 +212,11 @@ class Catalog(CompactModes):
         field = S.vector_field(self.code_bits())
         return bool(self._call("list_indexes", self.collection, field_name=field))
 
+    def index_progress(self) -> tuple[int, int, int]:
+        """(rows indexed, rows waiting for the index builder, rows in all) of the vector index, as Milvus says."""
+        d = self._call("describe_index", self.collection, index_name=S.vector_field(self.code_bits()))
+        return int(d.get("indexed_rows", 0)), int(d.get("pending_index_rows", 0)), int(d.get("total_rows", 0))
+
     def index_spec(self) -> S.IndexSpec | None:
         """The IndexSpec of the existing vector index, or None (binary modes by their own name)."""
         if not self.has_index():

@@ -63,12 +63,43 @@ def prepare_collection(catalog: Catalog, src: Source, force: bool,
         )
 
 
-def finish_collection(catalog: Catalog, index: IndexSpec, retry_seconds: float) -> float:
-    """Build the index when missing and load; returns the seconds it took."""
+# How long the index may show no progress before the loader stops waiting for it (Milvus reports a segment
+# when its whole build is done: one large HNSW segment takes minutes on a small machine).
+INDEX_STALL_S = 1800.0
+
+
+def finish_collection(catalog: Catalog, index: IndexSpec, retry_seconds: float, quiet: bool = True) -> float:
+    """Build the index when missing, load, and wait until the imported rows are indexed; returns the seconds
+    it took."""
     t0 = time.monotonic()
     with_retry(lambda: catalog.build_index(index), retry_seconds)
     with_retry(catalog.load, retry_seconds)
+    wait_indexed(catalog, retry_seconds, quiet)
     return time.monotonic() - t0
+
+
+def wait_indexed(catalog: Catalog, retry_seconds: float, quiet: bool = True, stall_s: float = INDEX_STALL_S,
+                 poll_s: float = 1.0) -> bool:
+    """Wait until Milvus has indexed every row (a collection created with its index indexes imported segments
+    in the background, and searches rows not yet indexed by brute force: correct, but slow at scale); a bar
+    counts the rows. Returns False when the index made no progress for `stall_s` (the server goes on)."""
+    done, pending, total = with_retry(catalog.index_progress, retry_seconds)
+    if not pending and done >= total:
+        return True
+    moved = time.monotonic()
+    with Progress(total, "indexing", quiet, initial=min(done, total)) as bar:
+        while pending or done < total:
+            if time.monotonic() - moved > stall_s:
+                log.warning("index of %s: %d of %d rows after %.0f s without progress; not waiting longer (Milvus "
+                            "goes on building; searches are slower until it is done)", catalog.collection, done,
+                            total, stall_s)
+                return False
+            time.sleep(poll_s)
+            now, pending, total = with_retry(catalog.index_progress, retry_seconds)
+            if now > done:
+                bar.update(min(now, total) - min(done, total))
+                done, moved = now, time.monotonic()
+    return True
 
 
 def import_h5(
@@ -114,7 +145,7 @@ def import_h5(
     if needs_flush:  # durable: what rows/s is measured up to (completed import jobs already are)
         with_retry(catalog.flush, opts.retry_seconds)
     summary.stop()
-    summary.index_seconds = finish_collection(catalog, opts.index, opts.retry_seconds)
+    summary.index_seconds = finish_collection(catalog, opts.index, opts.retry_seconds, opts.quiet)
     state.clear()
     return summary
 
