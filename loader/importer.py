@@ -86,8 +86,8 @@ def wait_indexed(catalog: Catalog, retry_seconds: float, quiet: bool = True, sta
     done, pending, total = with_retry(catalog.index_progress, retry_seconds)
     if not pending and done >= total:
         return True
-    moved = time.monotonic()
-    with Progress(total, "indexing", quiet, initial=min(done, total)) as bar:
+    moved, shown, last = time.monotonic(), min(done, total), (done, pending)
+    with Progress(total, "indexing", quiet, initial=shown) as bar:
         while pending or done < total:
             if time.monotonic() - moved > stall_s:
                 log.warning("index of %s: %d of %d rows after %.0f s without progress; not waiting longer (Milvus "
@@ -95,10 +95,12 @@ def wait_indexed(catalog: Catalog, retry_seconds: float, quiet: bool = True, sta
                             total, stall_s)
                 return False
             time.sleep(poll_s)
-            now, pending, total = with_retry(catalog.index_progress, retry_seconds)
-            if now > done:
-                bar.update(min(now, total) - min(done, total))
-                done, moved = now, time.monotonic()
+            done, pending, total = with_retry(catalog.index_progress, retry_seconds)
+            if (done, pending) != last:  # any change is progress (a compaction may move both ways)
+                moved, last = time.monotonic(), (done, pending)
+            if min(done, total) > shown:
+                bar.update(min(done, total) - shown)
+                shown = min(done, total)
     return True
 
 

@@ -43,3 +43,9 @@ def test_gives_up_when_the_index_stalls(caplog):
     with caplog.at_level(logging.WARNING):
         assert not wait_indexed(cat, retry_seconds=0, stall_s=0.05, poll_s=0.01)
     assert "100 of 300 rows" in caplog.text and "not waiting longer" in caplog.text
+
+
+def test_a_drop_in_indexed_rows_is_waited_through():
+    # A compaction merges indexed segments into one that is built again: indexed rows fall, then recover.
+    cat = Building([(200, 100, 300), (150, 150, 300), (0, 300, 300), (300, 0, 300)])
+    assert wait_indexed(cat, retry_seconds=0, poll_s=0) and cat.calls == 4
