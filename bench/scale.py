@@ -8,8 +8,8 @@ Writes the vectors (bench/_search_data.py's `broad` generator, ImageNet-VGG16-li
 file, streaming, while it keeps each query's exact top 10; then per mode: imports the file with the loader
 (bulk mode for float indexes, insert mode for binary codes, which bulk mode refuses), builds the index,
 loads the collection alone (the others released) and searches the queries one at a time. For each mode a
-RESULT line per figure: import rows/s, seconds from the import's end until every row is indexed, Milvus resident memory when loaded
-(all of it, and the anonymous part: memory-mapped segments are the rest),
+RESULT line per figure: import rows/s, seconds from the import's end until every row is indexed, Milvus
+resident memory when loaded (all of it, and the anonymous part: memory-mapped segments are the rest),
 Milvus disk used, recall@10 against exact search, p50/p99 latency. HNSW on raw vectors is the comparison.
 It checks free disk first and refuses when the file and Milvus's copies would not fit; everything it
 writes is removed at the end.

@@ -54,9 +54,9 @@ from _search_features import (SHARD_FIELD, bench_batch, bench_duplicates, bench_
 from _search_load import bench_load  # noqa: E402
 
 from catalog import DEFAULT_INDEX, Catalog  # noqa: E402
-from catalog import schema as S  # noqa: E402
 from devstack.milvus_server import MilvusServer  # noqa: E402
 from devstack.processes import ServiceProcess, free_port  # noqa: E402
+from loader.importer import wait_indexed  # noqa: E402
 
 TOP_K = 10
 BATCH = 10_000
@@ -80,22 +80,13 @@ def load_collection(cat: Catalog, vectors: np.ndarray, fingerprint: str, prefix:
     took["flush"] = time.perf_counter() - t
     t = time.perf_counter()
     cat.build_index(DEFAULT_INDEX)
-    _wait_index(cat, len(vectors))
+    if not wait_indexed(cat, retry_seconds=60):
+        raise RuntimeError(f"{cat.collection}: the index made no progress")
     took["index"] = time.perf_counter() - t
     t = time.perf_counter()
     cat.load()
     took["load"] = time.perf_counter() - t
     return took
-
-
-def _wait_index(cat: Catalog, rows: int, timeout: float = 7200) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        desc = cat.client.describe_index(cat.collection, index_name=S.VECTOR_FIELD)
-        if int(desc.get("indexed_rows", 0)) >= rows and int(desc.get("pending_index_rows", 0)) == 0:
-            return
-        time.sleep(1)
-    raise TimeoutError("index build did not finish")
 
 
 def ann_search(cat: Catalog, queries: np.ndarray, **kwargs) -> tuple[list[set[int]], list[float]]:
