@@ -49,9 +49,7 @@ import argparse
 import contextlib
 import logging
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,12 +58,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from _common import result, start_run, value  # noqa: E402
+from _loader_cli import run_loader  # noqa: E402
 from _load_insert import CONFIGS, best, describe, sweep  # noqa: E402
 from _load_rows import DIM, empty_collection, file_names, make_file, unit_rows  # noqa: E402
 
@@ -135,24 +133,9 @@ def bare_import(uri: str, rows: int, stage: Path, source: Path | None = None) ->
 
 def run_ours(uri: str, path: Path, collection: str, extra: list[str], state: Path) -> tuple[float, float, float]:
     """(rows/s until durable, index+load seconds, peak RSS MB) of `python -m loader import`."""
-    cmd = [sys.executable, "-m", "loader", "import", str(path), "--milvus-uri", uri, "--collection", collection,
-           "--quiet", *extra]
-    proc = psutil.Popen(cmd, cwd=REPO, env={**os.environ, "LOADER_STATE_DIR": str(state)},
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            peak = max(peak, proc.memory_info().rss)
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.05)
-    out, err = proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"loader failed: {err or out}")
-    print("  " + out.strip(), flush=True)
-    m = re.search(r", ([\d,]+) rows/s, index\+load ([\d.]+) s", out)
-    assert m, out
-    return float(m.group(1).replace(",", "")), float(m.group(2)), peak / 2**20
+    run = run_loader(uri, path, collection, extra, state)
+    print("  " + run.output, flush=True)
+    return run.rows_per_s, run.index_load_s, run.peak_rss_mb
 
 
 def bulk_pairs(uri: str, path: Path, rows: int, stage: Path, tmp: Path, repeat: int):

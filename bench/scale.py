@@ -18,6 +18,7 @@ writes is removed at the end.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -33,18 +34,21 @@ sys.path.insert(0, str(REPO / "bench"))
 from _common import percentile, rss_mb, start_run, value  # noqa: E402
 from _search_data import PRESETS, FeatureLikeVectors  # noqa: E402
 
-from catalog import Catalog, IndexSpec  # noqa: E402
+from _loader_cli import run_loader  # noqa: E402
+
+from catalog import Catalog  # noqa: E402
 from devstack.milvus_server import MilvusServer  # noqa: E402
 from devstack.processes import free_port  # noqa: E402
-from loader.importer import import_h5, wait_indexed  # noqa: E402
-from loader.options import ImportOptions  # noqa: E402
+from loader.importer import wait_indexed  # noqa: E402
 
 MODES = ("HNSW", "IVF_SQ8", "IVF_PQ", "BIN_ITQ256", "BIN_ITQ512")
 FINGERPRINT = "bench-feature-like"
 CHUNK = 100_000
-# Milvus's copies per float row byte: the insert log, the index and (HNSW) the graph; measured about 3x on
-# 1M x 512-d (README), so room for 4x the file per mode held at once, plus the file itself.
-DISK_FACTOR = 4
+# Milvus's disk per byte of the file, measured at 1M x 512-d (bench/results/*-scale-1m*.txt: HNSW 1.66,
+# IVF_SQ8 1.01, IVF_PQ 0.88, BIN_ITQ256 2.26, BIN_ITQ512 2.10), with room for the staged import jobs and
+# compaction. A dropped mode's files stay until Milvus's garbage collection (hours on the defaults), so the
+# modes of one run add up.
+DISK_FACTOR = {"HNSW": 2.0, "IVF_SQ8": 1.3, "IVF_PQ": 1.2, "BIN_ITQ256": 2.5, "BIN_ITQ512": 2.5}
 
 
 def write_file(path: Path, rows: int, dim: int, queries: np.ndarray, gen: FeatureLikeVectors,
@@ -100,28 +104,41 @@ def dir_mb(path: Path) -> float:
 
 
 def bench_mode(server: MilvusServer, h5: Path, kind: str, queries: np.ndarray, truth: np.ndarray, tag: str,
-               work: Path) -> None:
-    """Import, index, load and search one mode; RESULT lines named `scale_<mode>_<tag>_...`."""
+               work: Path, kill_after: float | None = None) -> None:
+    """Import (the loader's CLI, as a user runs it), index, load and search one mode; RESULT lines named
+    `scale_<mode>_<tag>_...`. With `kill_after`, the import is killed that many seconds in and rerun."""
     name = f"scale_{kind.lower()}"
     cat = Catalog(server.uri, collection=name, timeout=120)
     cat.drop()
     binary = kind.startswith("BIN_")
+    rows = rows_of(h5)
     # nlist ~ 4 sqrt(rows), at most the modes' default 1024: a tiny run does not cluster 2k rows 1024 ways.
-    nlist = int(min(1024, max(16, 4 * np.sqrt(rows_of(h5)))))
-    opts = ImportOptions(index=IndexSpec(kind, build_params={"nlist": nlist} if kind != "HNSW" else {}), mode="insert" if binary else "bulk", bulk_dir=work / "bulk",
-                         state_dir=work / "state", quiet=True, fingerprint=FINGERPRINT)
+    nlist = int(min(1024, max(16, 4 * np.sqrt(rows))))
+    extra = ["--index", kind.lower(), "--fingerprint", FINGERPRINT,
+             "--mode", "insert" if binary else "bulk", "--bulk-dir", str(work / "bulk")]
+    if kind != "HNSW":
+        extra += ["--index-params", json.dumps({"nlist": nlist})]
     disk0 = dir_mb(server.data_dir)
-    summary = import_h5(h5, cat, opts)
-    cat.flush()
+    run = run_loader(server.uri, h5, name, extra, work / f"state-{name}", kill_after)
     prefix = f"scale_{kind.lower()}_{tag}"
-    value(f"{prefix}_import_rows_per_s", summary.rows_per_s, "rows/s")
+    if run.killed_after_s is not None:
+        # rows/s over both runs: the killed one's time is lost work a user waits through too
+        stored = cat.count()
+        value(f"{prefix}_rows_after_kill_and_rerun", stored, f"rows (of {rows})")
+        if stored != rows:
+            raise RuntimeError(f"{name}: {stored:,} rows after the rerun, the file has {rows:,}")
+        took = run.killed_after_s + run.resumed_s - run.index_load_s
+        value(f"{prefix}_import_rows_per_s_killed_at_{run.killed_after_s:.0f}s", rows / took, "rows/s")
+    else:
+        value(f"{prefix}_import_rows_per_s", run.rows_per_s, "rows/s")
+    value(f"{prefix}_loader_peak_rss", run.peak_rss_mb, "MB")
     # The loader waits until Milvus has indexed every row (searches of rows not yet indexed are brute force);
     # checked again here, since the figures below mean nothing before.
     if not wait_indexed(cat, retry_seconds=60):
         raise RuntimeError(f"{cat.collection}: the index made no progress")
-    value(f"{prefix}_index_after_import_s", summary.index_seconds or 0.0, "s")
+    value(f"{prefix}_index_after_import_s", run.index_load_s, "s")
     # The query node swaps in the indexed segments and the load's transient buffers go (tiny runs: moments).
-    time.sleep(15 if rows_of(h5) >= 100_000 else 1)
+    time.sleep(15 if rows >= 100_000 else 1)
     value(f"{prefix}_milvus_rss_loaded", rss_mb([server.proc.pid]), "MB")
     value(f"{prefix}_milvus_anon_loaded", anon_mb(server.proc.pid), "MB")
     value(f"{prefix}_milvus_disk", dir_mb(server.data_dir) - disk0, "MB")
@@ -147,6 +164,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
     ap.add_argument("--workdir", default=None, help="where the file and Milvus's data go (default: a temp dir)")
+    ap.add_argument("--kill-after", type=float, default=None,
+                    help="SIGKILL the first mode's import this many seconds in, then rerun it (resume check)")
     args = ap.parse_args()
     rows = args.rows or (1_000_000 if args.quick else 10_000_000)
     modes = [m.strip().upper() for m in args.modes.split(",") if m.strip()]
@@ -155,7 +174,7 @@ def main() -> None:
         ap.error(f"unknown mode(s) {bad}; use {', '.join(MODES)}")
     start_run("bench/scale.py", quick=args.quick or bool(args.rows))
     work = Path(tempfile.mkdtemp(prefix="scale-", dir=args.workdir))
-    need = rows * args.dim * 4 * (1 + DISK_FACTOR)
+    need = rows * args.dim * 4 * (1 + sum(DISK_FACTOR[m] for m in modes))
     free = shutil.disk_usage(work).free
     if free < need:
         shutil.rmtree(work, ignore_errors=True)
@@ -171,8 +190,9 @@ def main() -> None:
         truth = write_file(work / "vectors.h5", rows, args.dim, queries, gen, rng)
         print(f"INFO wrote {rows:,} x {args.dim}-d in {time.monotonic() - t0:.0f} s", flush=True)
         server = MilvusServer(work / "milvus", port=free_port()).start()
-        for kind in modes:
-            bench_mode(server, work / "vectors.h5", kind, queries, truth, tag, work)
+        for i, kind in enumerate(modes):
+            bench_mode(server, work / "vectors.h5", kind, queries, truth, tag, work,
+                       args.kill_after if i == 0 else None)
     finally:
         if server is not None:
             server.stop(grace=10)

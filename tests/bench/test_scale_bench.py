@@ -28,7 +28,7 @@ def test_scale_bench_runs_each_mode_on_a_tiny_catalogue(bench_runs):
     assert not [ln for ln in lines if ln.startswith("RESULT") and not RESULT.match(ln)]
     for mode in ("ivf_sq8", "bin_itq256"):
         for figure in ("import_rows_per_s", "index_after_import_s", "milvus_rss_loaded", "milvus_anon_loaded",
-                       "milvus_disk", "recall_at_10", "search_p50", "search_p99"):
+                       "milvus_disk", "recall_at_10", "search_p50", "search_p99", "loader_peak_rss"):
             assert f"scale_{mode}_2k_{figure}" in results, f"no RESULT scale_{mode}_2k_{figure}"
         assert results[f"scale_{mode}_2k_recall_at_10"] >= 0.9
     assert lines[0].startswith("MACHINE ") and any(ln.startswith("RUN bench/scale.py ") for ln in lines)
