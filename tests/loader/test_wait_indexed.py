@@ -49,3 +49,32 @@ def test_a_drop_in_indexed_rows_is_waited_through():
     # A compaction merges indexed segments into one that is built again: indexed rows fall, then recover.
     cat = Building([(200, 100, 300), (150, 150, 300), (0, 300, 300), (300, 0, 300)])
     assert wait_indexed(cat, retry_seconds=0, poll_s=0) and cat.calls == 4
+
+
+class Importing(Building):
+    """A collection the import just filled: records whether it was loaded before its rows were indexed."""
+
+    def __init__(self, reports):
+        super().__init__(reports)
+        self.events: list[str] = []
+
+    def build_index(self, index) -> None:
+        self.events.append("build")
+
+    def index_progress(self) -> tuple[int, int, int]:
+        report = super().index_progress()
+        self.events.append("indexed" if not report[1] and report[0] >= report[2] else "indexing")
+        return report
+
+    def load(self) -> None:
+        self.events.append("load")
+
+
+def test_the_collection_is_loaded_only_once_its_rows_are_indexed():
+    # Loaded earlier, the query node would hold every imported row raw until its segment is indexed.
+    from catalog import IndexSpec
+    from loader.importer import finish_collection
+
+    cat = Importing([(0, 300, 300), (150, 150, 300), (300, 0, 300)])
+    finish_collection(cat, IndexSpec("IVF_SQ8"), retry_seconds=0)
+    assert cat.events == ["build", "indexing", "indexing", "indexed", "load"]
