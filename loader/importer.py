@@ -135,6 +135,11 @@ def import_h5(
         raise CatalogError("binary-code collections are imported with --mode insert (their import files would "
                            "hold codes and text floats, which Milvus 2.3's .npy import cannot take in bounded "
                            "memory)")
+    if opts.index.index_type in ("IVF_SQ8", "IVF_PQ") and not catalog.exists():
+        log.warning("%s re-ranks with vectors Milvus reads from its chunk cache; on a Milvus with local storage "
+                    "(the PyPI 2.3.5 server of `make run`) that cache rewrites the vector files in place and the "
+                    "collection's vectors cannot be read after a restart. Use it on object storage (MinIO/S3: "
+                    "docker compose), or HNSW / BIN_ITQ* locally (docs/SCALING.md)", opts.index.index_type)
     if opts.index.index_type == "DISKANN" and not (catalog.exists() and catalog.has_index()):
         why = catalog.diskann_refusal()  # the PyPI server's build fails and is retried forever: never wait on it
         if why:

@@ -21,6 +21,7 @@ from catalog.errors import CatalogError
 from catalog.modes import floats_name
 from devstack.milvus_server import MilvusServer
 from devstack.processes import free_port
+from loader.importer import wait_indexed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from _search_data import FeatureLikeVectors  # noqa: E402
@@ -207,3 +208,34 @@ def test_drop_drops_the_floats_and_the_projection(binary):
     cat.drop()
     for name in (cat.collection, floats_name(cat.collection), sidecar_name(cat.collection)):
         assert not cat.client.has_collection(name)
+
+
+@pytest.mark.xfail(strict=True, raises=CatalogError, reason=(
+    "Milvus 2.3.5 on local storage (the PyPI server `make run` uses): reading vectors from an index without "
+    "raw data goes through its chunk cache, which rewrites the segment's vector binlog in place; after a "
+    "restart the vectors cannot be read (`invalid local path`). docs/SCALING.md, 'IVF_SQ8 / IVF_PQ on local "
+    "storage'. Strict: when a server fixes it, this passes and says so."))
+def test_ivf_sq8_vectors_stay_readable_across_a_restart(milvus_server, data):
+    names, x, _, _ = data
+    cat = Catalog(milvus_server.uri, collection="t_ivf_restart", timeout=60)
+    cat.drop()
+    try:
+        fill(cat, names, x, IndexSpec("IVF_SQ8", build_params={"nlist": 64}))
+        assert wait_indexed(cat, retry_seconds=30, stall_s=120)
+        cat.client.release_collection(cat.collection)  # reloaded: the indexed segments, no raw vectors
+        cat.load()
+        pick = names[::1999]
+        unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+        for row in cat.get(pick, with_vectors=True):  # read through the chunk cache: exact
+            np.testing.assert_allclose(row["vector"], unit[names.index(row["name"])], atol=1e-6)
+        milvus_server.kill()
+        milvus_server.start()
+        again = Catalog(milvus_server.uri, collection=cat.collection, timeout=60)
+        try:
+            rows = again.get(pick, with_vectors=True)
+            assert sorted(r["name"] for r in rows) == sorted(pick)
+        finally:
+            again.close()
+    finally:
+        cat.drop()
+        cat.close()
