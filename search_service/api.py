@@ -67,9 +67,14 @@ def search():
     good = [i for i, v in enumerate(vectors) if v is not None]
     if info.exists and good:
         t = time.perf_counter()
-        hits = svc.catalog.search(np.stack([vectors[i] for i in good]), top_k=query.top_k, index=info.index,
-                                  params=svc.config.search_params, consistency_level=svc.config.search_consistency,
-                                  filter=to_expression(query.filter, info.scalar_fields), offset=query.offset, min_score=query.min_score)
+        options = dict(top_k=query.top_k, index=info.index, params=svc.config.search_params,
+                       consistency_level=svc.config.search_consistency,
+                       filter=to_expression(query.filter, info.scalar_fields), offset=query.offset,
+                       min_score=query.min_score)
+        if query.batch:
+            hits = svc.catalog.search(np.stack([vectors[i] for i in good]), **options)
+        else:  # concurrent single searches share Milvus calls (search_service/coalescing.py)
+            hits = [svc.searches.search(vectors[0], **options)]
         took["search"] = _ms(t)
         for i, h in zip(good, hits):
             found[i] = h

@@ -8,6 +8,7 @@ from flask import Flask
 
 from catalog import Catalog
 from extractor_client import ExtractorClient
+from search_service.coalescing import SearchCoalescer
 from search_service.config import Config
 from service_common.json import OrjsonProvider
 from search_service.errors import register_error_handlers
@@ -54,6 +55,8 @@ def create_app(config: Config | None = None, catalog: CatalogPort | None = None,
         guard=ModelGuard(catalog, probe, ttl=config.guard_ttl), files=ImageFiles(config.image_root),
         metrics=metrics,
         duplicates=DuplicateFinder(catalog, config.duplicates_neighbours, ttl=config.duplicates_ttl_s),
+        searches=SearchCoalescer(catalog.search, max_in_flight=config.milvus_searches,
+                                 on_call=metrics.queries_per_call.observe),
     )
 
     # JSON errors, metrics hooks, then the blueprints.

@@ -37,6 +37,10 @@ class Metrics:
             "search_results_returned", "Results per search", buckets=(0, 1, 5, 10, 20, 50, 100),
             registry=self.registry,
         )
+        self.queries_per_call = Histogram(
+            "search_milvus_call_queries", "Queries per Milvus search call (concurrent requests share calls)",
+            buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry,
+        )
 
     def observe_stages(self, took_ms: dict[str, float]) -> None:
         """Record one search's stage timings (milliseconds)."""

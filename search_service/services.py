@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from search_service.coalescing import SearchCoalescer
 from search_service.config import Config
 from search_service.duplicates import DuplicateFinder
 from search_service.files import ImageFiles
@@ -15,7 +16,8 @@ from search_service.ports import CatalogPort, ExtractorPort
 
 @dataclass
 class Services:
-    """Catalogue, extractor client(s), model guard, image files, metrics and duplicate jobs of one app."""
+    """Catalogue, extractor client(s), model guard, image files, metrics, duplicate jobs and the search
+    coalescer of one app."""
 
     config: Config
     catalog: CatalogPort
@@ -25,6 +27,7 @@ class Services:
     files: ImageFiles
     metrics: Metrics
     duplicates: DuplicateFinder
+    searches: SearchCoalescer  # single-query searches, several to a Milvus call under load
     _create_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ensure_collection(self, fingerprint: str, dim: int) -> CollectionInfo:

@@ -46,6 +46,34 @@ def test_ready_stats_and_metrics_on_the_real_stack(search_service, photo_catalog
     assert 'search_stage_seconds_bucket{le="0.005",stage="search"}' in metrics
 
 
+def _queries_per_call(url: str) -> tuple[float, float]:
+    """(calls, queries) of the service's search_milvus_call_queries histogram."""
+    lines = requests.get(url + "/metrics", timeout=10).text.splitlines()
+    get = lambda name: float(next(ln.split()[-1] for ln in lines if ln.startswith(name + " ")))  # noqa: E731
+    return get("search_milvus_call_queries_count"), get("search_milvus_call_queries_sum")
+
+
+def test_concurrent_searches_get_the_answers_they_get_one_at_a_time(search_service, photo_catalogue):
+    """Concurrent single searches may share Milvus calls (search_service/coalescing.py): each must still
+    get its own answer, the one it gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(name: str, top_k: int) -> list[tuple[str, float]]:
+        resp = requests.post(search_service.url + "/v1/search", json={"name": name, "top_k": top_k}, timeout=60)
+        assert resp.status_code == 200, resp.text
+        return [(r["name"], round(r["score"], 4)) for r in resp.json()["results"]]
+
+    asks = [(name, 3 + i % 2) for i, name in enumerate(photo_catalogue)] * 4
+    alone = {a: ask(*a) for a in set(asks)}
+    assert all(hits[0][0] == name for (name, _), hits in alone.items())
+    calls0, queries0 = _queries_per_call(search_service.url)
+    with ThreadPoolExecutor(16) as pool:
+        together = list(pool.map(lambda a: ask(*a), asks))
+    assert together == [alone[a] for a in asks]
+    calls, queries = _queries_per_call(search_service.url)
+    assert queries - queries0 == len(asks) and 1 <= calls - calls0 <= len(asks)
+
+
 def test_bad_image_gets_the_extractors_message(search_service, photo_catalogue):
     resp = requests.post(search_service.url + "/v1/search",
                          files={"image": ("notes.jpg", b"these are notes, not a picture")}, timeout=30)
