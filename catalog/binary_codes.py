@@ -22,6 +22,7 @@ import numpy as np
 
 CODE_BITS = (256, 512)  # what the loader offers: 1/64 and 1/32 of a 512-d float32 vector
 ITQ_ITERATIONS = 50  # Gong & Lazebnik: the objective has flattened out by 50
+_CHUNK = 8192  # rows per step of training: bounds its temporaries to a few MB
 
 
 @dataclass(frozen=True)
@@ -85,26 +86,34 @@ def train_itq(sample: np.ndarray, bits: int, iterations: int = ITQ_ITERATIONS, s
     PCA keeps the `bits` directions of most variance; ITQ then rotates them so that the signs lose as
     little as possible (alternating: codes B = sign(V R), then R from the SVD of B^T V, the orthogonal
     Procrustes solution). Deterministic for a given sample and seed (the initial rotation is random).
+    Memory: the PCA-projected sample (n x bits float32) besides the sample itself; everything else is
+    done CHUNK rows at a time, so the loader learns 512-bit codes from 100k vectors in well under 1 GB.
     """
-    x = np.array(sample, dtype=np.float32)  # a copy, centred in place: memory is 2-3 times the sample's
+    x = np.asarray(sample, dtype=np.float32)
     if x.ndim != 2 or len(x) < 2:
         raise ValueError(f"ITQ needs a 2-d sample of at least 2 vectors, got shape {x.shape}")
     check_bits(bits, x.shape[1])
-    mean = x.mean(axis=0, dtype=np.float64)
-    x -= mean.astype(np.float32)
-    cov = (x.T @ x).astype(np.float64) / len(x)
-    eigenvalues, eigenvectors = np.linalg.eigh(cov)  # ascending
+    mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+    cov = np.zeros((x.shape[1], x.shape[1]), dtype=np.float64)
+    for start in range(0, len(x), _CHUNK):
+        c = x[start:start + _CHUNK] - mean
+        cov += c.T @ c
+    eigenvalues, eigenvectors = np.linalg.eigh(cov / len(x))  # ascending
     pca = eigenvectors[:, np.argsort(eigenvalues)[::-1][:bits]].astype(np.float32)
-    v = x @ pca
-    del x
+    v = np.empty((len(x), bits), dtype=np.float32)
+    for start in range(0, len(x), _CHUNK):
+        v[start:start + _CHUNK] = (x[start:start + _CHUNK] - mean) @ pca
     rng = np.random.default_rng(seed)
     rotation, _ = np.linalg.qr(rng.standard_normal((bits, bits)))
     rotation = rotation.astype(np.float32)
     for _ in range(iterations):
-        b = np.where(v @ rotation >= 0, np.float32(1), np.float32(-1))
-        u, _, wt = np.linalg.svd((b.T @ v).astype(np.float64))
+        btv = np.zeros((bits, bits), dtype=np.float64)
+        for start in range(0, len(v), _CHUNK):
+            part = v[start:start + _CHUNK]
+            btv += np.where(part @ rotation >= 0, np.float32(1), np.float32(-1)).T @ part
+        u, _, wt = np.linalg.svd(btv)
         rotation = (u @ wt).T.astype(np.float32)
-    return Projection(mean.astype(np.float32), (pca.astype(np.float64) @ rotation).astype(np.float32))
+    return Projection(mean, (pca.astype(np.float64) @ rotation).astype(np.float32))
 
 
 def random_rotation(sample: np.ndarray, bits: int, seed: int = 0) -> Projection:

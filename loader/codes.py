@@ -27,15 +27,19 @@ def sample_vectors(src: Source, rows: int = SAMPLE_ROWS) -> np.ndarray:
     rows = max(1, min(rows, total, SAMPLE_BYTES // (4 * max(1, src.dim))))
     block = max(1, -(-rows // BLOCKS))
     starts = np.linspace(0, max(0, total - block), num=min(BLOCKS, -(-rows // block)), dtype=np.int64)
-    parts, have = [], 0
+    out = np.empty((rows, src.dim), dtype=np.float32)  # filled in place: no second copy of the sample
+    have = 0
     for start in dict.fromkeys(int(s) for s in starts):
         for _, checked in checked_chunks(src, start, block):
-            parts.append(checked.vectors)
-            have += len(checked.vectors)
+            take = min(len(checked.vectors), rows - have)
+            out[have:have + take] = checked.vectors[:take]
+            have += take
             break  # one chunk per place
-    if not parts or have == 0:
+        if have == rows:
+            break
+    if have == 0:
         raise ValueError(f"{src.layout.path}: no valid vector to learn binary codes from")
-    return np.concatenate(parts)[:rows]
+    return out[:have]
 
 
 def train_projection(src: Source, bits: int, rows: int = SAMPLE_ROWS, seed: int = 0) -> Projection:

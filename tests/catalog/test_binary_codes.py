@@ -77,3 +77,18 @@ def test_a_projection_survives_its_bytes_and_bad_bytes_are_refused(data):
 def test_bad_code_sizes_are_refused(bits, dim, message):
     with pytest.raises(ValueError, match=message):
         check_bits(bits, dim)
+
+
+def test_training_memory_is_the_projected_sample_not_copies_of_it():
+    """The loader learns codes from 100k x 512-d samples within its 1 GB: training may hold the PCA-projected
+    sample (n x bits) besides the sample, but no further copies (it used to hold three: 1 GB at 512 bits)."""
+    import tracemalloc
+
+    sample = np.random.default_rng(0).standard_normal((40_000, 128)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        train_itq(sample, 128, iterations=3)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * sample.nbytes, f"training peaked at {peak / sample.nbytes:.1f}x the sample"
