@@ -63,7 +63,7 @@ class SearchCoalescer:
             self._queue.append(item)
             while not item.taken and self._in_flight >= self.max_in_flight:
                 self._cond.wait()
-            batch = [] if item.taken else self._take(item.key)
+            batch = [] if item.taken else self._take(item)
             if batch:
                 self._in_flight += 1
         if batch:
@@ -73,11 +73,13 @@ class SearchCoalescer:
             raise item.error
         return item.hits  # type: ignore[return-value]
 
-    def _take(self, key: Hashable) -> list[_Pending]:
-        """Up to max_batch queued requests with these options, oldest first, marked taken (lock held)."""
-        batch, rest = [], []
+    def _take(self, item: _Pending) -> list[_Pending]:
+        """`item` and up to max_batch - 1 other queued requests with its options, oldest first, all marked
+        taken (lock held). The leader's own request always goes: nobody else may be left to run it."""
+        batch, rest = [item], []
         for p in self._queue:
-            (batch if p.key == key and len(batch) < self.max_batch else rest).append(p)
+            if p is not item:
+                (batch if p.key == item.key and len(batch) < self.max_batch else rest).append(p)
         for p in batch:
             p.taken = True
         self._queue = rest

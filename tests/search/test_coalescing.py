@@ -127,3 +127,16 @@ def test_max_batch_splits_a_long_queue():
 def test_bad_limits_are_refused():
     with pytest.raises(ValueError):
         SearchCoalescer(lambda v, **o: [], max_in_flight=0)
+
+
+def test_the_leader_always_runs_its_own_search_even_behind_a_full_batch():
+    """Whichever waiting thread gets the free slot runs its own request: if it took only the oldest ones,
+    its own could be left with nobody to run it."""
+    from search_service.coalescing import _Pending
+
+    co = SearchCoalescer(lambda v, **o: [[] for _ in v], max_in_flight=1, max_batch=2)
+    queued = [_Pending(vec(i), ("same",)) for i in range(4)]
+    co._queue = list(queued)
+    batch = co._take(queued[3])
+    assert batch == [queued[3], queued[0]] and co._queue == [queued[1], queued[2]]
+    assert all(p.taken for p in batch) and not any(p.taken for p in co._queue)
