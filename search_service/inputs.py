@@ -29,7 +29,7 @@ class Query:
 
     image: bytes | None = None
     filename: str = "query"
-    vector: list[float] | None = None
+    vector: np.ndarray | None = None  # float32, unit length (parse_vector)
     name: str | None = None
 
 
@@ -59,7 +59,7 @@ class SearchQuery:
         return self.queries[0].filename
 
     @property
-    def vector(self) -> list[float] | None:
+    def vector(self) -> np.ndarray | None:
         return self.queries[0].vector
 
     @property
@@ -128,8 +128,8 @@ def parse_limit(raw: Any, default: int = 20, most: int = 100) -> int:
     return value
 
 
-def parse_vector(raw: Any) -> list[float]:
-    """A query vector: a non-empty list of finite numbers, not all zero."""
+def parse_vector(raw: Any) -> np.ndarray:
+    """A query vector (float32, unit length) from a non-empty list of finite numbers, not all zero."""
     if not isinstance(raw, list) or not raw:
         raise ApiError(400, "bad_vector", "vector must be a non-empty JSON array of numbers")
     if len(raw) > VECTOR_MAX_DIM:
@@ -150,7 +150,7 @@ def parse_vector(raw: Any) -> list[float]:
     if peak == 0.0:
         raise ApiError(400, "bad_vector", "vector is all zeros; cosine similarity is undefined for it")
     vec = vec / peak
-    return (vec / np.linalg.norm(vec)).tolist()
+    return (vec / np.linalg.norm(vec)).astype(np.float32)
 
 
 def uploaded_image(req: Request, required: bool = True) -> tuple[str, bytes] | None:
