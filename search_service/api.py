@@ -126,9 +126,11 @@ def _query_vectors(svc: Services, query, took: dict[str, float]):
             vector, fingerprint = svc.extractor.extract_one(first.filename, first.image)
             vectors[0] = vector
             dim = len(vector)
+            svc.guard.note_extractor(fingerprint, dim)
         else:
             batch = svc.extractor.extract([(q.filename, q.image) for q in query.queries])
             fingerprint, dim = batch.fingerprint, batch.dim
+            svc.guard.note_extractor(fingerprint, dim)
             for i, item in enumerate(batch.items):
                 if item.ok:
                     vectors[i] = item.vector

@@ -10,6 +10,7 @@ so the guard recovers as soon as the dependency or the configuration is fixed.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,10 @@ from typing import Any, Callable
 
 from catalog import schema as S
 from catalog.errors import FingerprintMismatch
+from extractor_client import ExtractorUnavailable
 from search_service.ports import CatalogPort, ExtractorPort
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,11 +47,13 @@ class ModelGuard:
     """Cached fingerprints of the collection and the extractor, and the check between them."""
 
     def __init__(self, catalog: CatalogPort, extractor: ExtractorPort | None, ttl: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, max_stale: float = 60.0):
         self.catalog = catalog
         self.extractor = extractor
         self.ttl = ttl
+        self.max_stale = max(ttl, max_stale)
         self.clock = clock
+        self._refreshing = False
         self._lock = threading.Lock()
         self._collection: tuple[float, CollectionInfo] | None = None
         self._extractor: tuple[float, ExtractorInfo] | None = None
@@ -86,15 +92,43 @@ class ModelGuard:
         return info
 
     def extractor_info(self, refresh: bool = False) -> ExtractorInfo:
-        """The extractor's fingerprint and dimension from /v1/info; raises ExtractorUnavailable."""
-        cached = None if refresh else self._fresh(self._extractor)
-        if cached is not None:
-            return cached
-        body = self.extractor.info()
+        """The extractor's fingerprint and dimension from /v1/info; raises ExtractorUnavailable.
+
+        Past its TTL a known value is refreshed by one thread at a time while the others keep using it,
+        and it stays in use, for at most `max_stale` seconds, while refreshing fails: a vector search must
+        not fail because a busy extractor was slow to say what it already said. `refresh` always asks.
+        """
+        if not refresh:
+            with self._lock:
+                entry = self._extractor
+                if entry is not None:
+                    age = self.clock() - entry[0]
+                    if age < self.ttl or (self._refreshing and age < self.max_stale):
+                        return entry[1]
+                self._refreshing = True
+        try:
+            body = self.extractor.info()
+        except ExtractorUnavailable:
+            if not refresh and entry is not None and self.clock() - entry[0] < self.max_stale:
+                log.warning("extractor /v1/info failed; using its fingerprint from %.0f s ago",
+                            self.clock() - entry[0])
+                return entry[1]
+            raise
+        finally:
+            if not refresh:
+                with self._lock:
+                    self._refreshing = False
         info = ExtractorInfo(fingerprint=str(body["fingerprint"]), dim=int(body["dim"]))
-        with self._lock:
-            self._extractor = (self.clock(), info)
+        self.note_extractor(info.fingerprint, info.dim)
         return info
+
+    def note_extractor(self, fingerprint: str, dim: int) -> None:
+        """Record the extractor's identity as an extraction reported it (every answer carries it), so
+        searches by vector under load need no /v1/info call of their own."""
+        if not fingerprint or not dim:  # a batch whose every image failed says nothing of the model
+            return
+        with self._lock:
+            self._extractor = (self.clock(), ExtractorInfo(fingerprint=str(fingerprint), dim=int(dim)))
 
     def check(self, fingerprint: str, dim: int | None = None) -> CollectionInfo:
         """Return the collection when vectors of `fingerprint` (and `dim`) may be searched in it.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from catalog.errors import CatalogError, FingerprintMismatch
@@ -75,3 +78,72 @@ def test_failures_are_not_cached():
         guard.check("fp-a")
     cat.down = False
     assert guard.check("fp-a").exists
+
+
+class InfoExtractor:
+    """An extractor whose /v1/info is counted and can fail or block."""
+
+    def __init__(self, fingerprint: str = "fp-a"):
+        self.fingerprint = fingerprint
+        self.calls = 0
+        self.down = False
+        self.gate = None  # a threading.Event the call waits for, when set
+
+    def info(self) -> dict:
+        from extractor_client import ExtractorUnavailable
+
+        self.calls += 1
+        if self.gate is not None:
+            assert self.gate.wait(10)
+        if self.down:
+            raise ExtractorUnavailable("extractor unavailable at fake: read timed out")
+        return {"fingerprint": self.fingerprint, "dim": 12}
+
+
+def test_extractions_keep_the_extractor_fingerprint_fresh_without_asking():
+    clock, ex = Clock(), InfoExtractor()
+    guard = ModelGuard(catalogue(), ex, ttl=5, clock=clock)
+    guard.note_extractor("fp-a", 12)
+    clock.t = 4
+    guard.note_extractor("fp-a", 12)  # every extraction's answer names the model
+    clock.t = 8
+    assert guard.extractor_info().fingerprint == "fp-a" and ex.calls == 0
+    guard.note_extractor("", 0)  # a batch of failed images says nothing: the known value stays
+    assert guard.extractor_info().fingerprint == "fp-a" and ex.calls == 0
+
+
+def test_a_busy_extractor_does_not_fail_vector_searches_while_its_fingerprint_is_recent():
+    from extractor_client import ExtractorUnavailable
+
+    clock, ex = Clock(), InfoExtractor()
+    guard = ModelGuard(catalogue(), ex, ttl=5, clock=clock, max_stale=60)
+    assert guard.extractor_info().fingerprint == "fp-a" and ex.calls == 1
+    ex.down = True
+    clock.t = 30  # past the TTL: asks again, the ask fails, the recent value is used
+    assert guard.extractor_info().fingerprint == "fp-a" and ex.calls == 2
+    with pytest.raises(ExtractorUnavailable):
+        guard.extractor_info(refresh=True)  # readiness checks always ask
+    clock.t = 61  # too old to trust: the failure is the answer
+    with pytest.raises(ExtractorUnavailable):
+        guard.extractor_info()
+    ex.down = False
+    assert guard.extractor_info().fingerprint == "fp-a"
+
+
+def test_one_thread_refreshes_an_expired_fingerprint_while_the_others_use_it():
+    clock, ex = Clock(), InfoExtractor()
+    guard = ModelGuard(catalogue(), ex, ttl=5, clock=clock)
+    guard.extractor_info()
+    clock.t = 10
+    ex.gate = threading.Event()
+    ex.fingerprint = "fp-b"
+    refresher = threading.Thread(target=guard.extractor_info)
+    refresher.start()
+    deadline = time.monotonic() + 10
+    while ex.calls < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # While the refresh waits on a slow extractor, other requests are answered from the known value.
+    assert [guard.extractor_info().fingerprint for _ in range(5)] == ["fp-a"] * 5 and ex.calls == 2
+    ex.gate.set()
+    refresher.join(10)
+    assert guard.extractor_info().fingerprint == "fp-b" and ex.calls == 2
