@@ -87,7 +87,7 @@ def train_itq(sample: np.ndarray, bits: int, iterations: int = ITQ_ITERATIONS, s
     little as possible (alternating: codes B = sign(V R), then R from the SVD of B^T V, the orthogonal
     Procrustes solution). Deterministic for a given sample and seed (the initial rotation is random).
     Memory: the PCA-projected sample (n x bits float32) besides the sample itself; everything else is
-    done CHUNK rows at a time, so the loader learns 512-bit codes from 100k vectors in well under 1 GB.
+    done _CHUNK rows at a time, so the loader learns 512-bit codes from 100k vectors in well under 1 GB.
     """
     x = np.asarray(sample, dtype=np.float32)
     if x.ndim != 2 or len(x) < 2:
