@@ -28,3 +28,20 @@ def test_a_bad_restart_grace_is_a_usage_error(monkeypatch, tmp_path, bad):
     res = CliRunner().invoke(cli.cli, ["import", str(tmp_path / "a.h5"), "--dry-run"])
     assert res.exit_code == 2
     assert "Error: LOADER_RESTART_GRACE must be a number" in res.output and "Received: " in res.output
+
+
+@pytest.mark.parametrize("flag, in_flight", [([], ImportOptions.in_flight), (["--in-flight", "1"], 1)])
+def test_in_flight_reaches_the_import(monkeypatch, tmp_path, flag, in_flight):
+    write_classic(tmp_path / "a.h5", 5, dim=4)
+    seen = []
+    real = cli.import_h5
+    monkeypatch.setattr(cli, "import_h5", lambda path, catalog, opts: seen.append(opts) or real(path, catalog, opts))
+    res = CliRunner().invoke(cli.cli, ["import", str(tmp_path / "a.h5"), "--dry-run", *flag])
+    assert res.exit_code == 0, res.output
+    assert [o.in_flight for o in seen] == [in_flight]
+
+
+def test_in_flight_out_of_range_is_a_usage_error(tmp_path):
+    write_classic(tmp_path / "a.h5", 5, dim=4)
+    res = CliRunner().invoke(cli.cli, ["import", str(tmp_path / "a.h5"), "--dry-run", "--in-flight", "0"])
+    assert res.exit_code == 2 and "--in-flight" in res.output

@@ -11,6 +11,7 @@ import pytest
 from catalog import Catalog
 from devstack.milvus_server import MilvusServer
 from devstack.processes import free_port
+from loader.options import ImportOptions
 from tests.loader.conftest import (
     assert_exact,
     record_jobs,
@@ -29,9 +30,12 @@ ROWS, DIM, BATCH = 12_000, 32, 400  # ROWS stays under one query page (16,384)
 # The import-RPC panic (below) takes the server down within milliseconds of the loader's death; a server
 # that survives gives no sign, so it is watched this long.
 PANIC_SECONDS = 2.0
+# The loader keeps this many batches in flight beyond the last acknowledged row, so a kill that should land
+# before the end waits for a row at least that many batches (and two more) short of it.
+LAST_KILL = ROWS - (ImportOptions.in_flight + 2) * BATCH
 
 
-@pytest.mark.parametrize("kill_at", [BATCH, ROWS // 2, ROWS - 2 * BATCH], ids=["first", "mid", "end"])
+@pytest.mark.parametrize("kill_at", [BATCH, ROWS // 2, LAST_KILL], ids=["first", "mid", "end"])
 def test_sigkill_loader_then_rerun(milvus_server, catalog, tmp_path, state_dir, kill_at):
     _, names = write_classic(tmp_path / "a.h5", ROWS, dim=DIM)
     args = ["import", str(tmp_path / "a.h5"), "--milvus-uri", milvus_server.uri,
