@@ -71,6 +71,7 @@ from catalog import Catalog  # noqa: E402
 from devstack.milvus_server import MilvusServer  # noqa: E402
 from devstack.processes import free_port  # noqa: E402
 from loader.bulk_files import staging_root  # noqa: E402
+from loader.options import ImportOptions  # noqa: E402
 
 # Dropped collections' files deleted about a minute after the drop (Milvus's default: after 3 h). Not a
 # product setting (deploy/milvus/user.yaml has none): only how soon the bench's disk space comes back.
@@ -177,7 +178,8 @@ def insert_phase(uri: str, path: Path, rows: int, index: str, tmp: Path, sweep_a
     os.sync()  # as before each sweep point: the last point's files written back before the clock starts
     ours, index_s, rss = run_ours(uri, path, "ours_insert", ["--index", index], tmp / "s1")
     Catalog(uri, collection="ours_insert").drop()  # a loaded index would hold memory through what follows
-    print(f"ours (insert mode, 10,000 rows x 2 in flight, upserts): {ours:,.0f} rows/s", flush=True)
+    print(f"ours (insert mode, {ImportOptions.batch_size:,} rows x {ImportOptions.in_flight} in flight, upserts): "
+          f"{ours:,.0f} rows/s", flush=True)
     after = sweep(uri, path, rows, best(before, sweep_after), "after") if sweep_after else {}
     for label, points in (("before", before), ("after", after)):
         if points:
@@ -202,7 +204,12 @@ def main() -> int:
     parser.add_argument("--sweep-after", type=int, default=None, choices=range(len(CONFIGS) + 1), metavar="N",
                         help=f"how many of the sweep's best points run again after our insert run "
                              f"(default 2; quick: 1; {len(CONFIGS)}: the whole sweep)")
+    parser.add_argument("--modes", default="insert,bulk",
+                        help="which of the loader's modes to measure: insert, bulk or both (default)")
     args = parser.parse_args()
+    modes = set(args.modes.split(","))
+    if not modes or modes - {"insert", "bulk"}:
+        parser.error("--modes: insert, bulk or insert,bulk")
     start_run("bench/load.py", args.quick)
     rows = args.rows or (50_000 if args.quick else 1_000_000)
     index = args.index or ("FLAT" if args.quick else "HNSW")
@@ -222,7 +229,10 @@ def main() -> int:
             make_file(path, rows)
             size_mb = path.stat().st_size / 2**20
             print(f"file: {rows:,} x {DIM} ({size_mb:,.0f} MB) in {time.monotonic() - t0:.0f} s", flush=True)
-            insert_phase(server.uri, path, rows, index, tmp, sweep_after)
+            if "insert" in modes:
+                insert_phase(server.uri, path, rows, index, tmp, sweep_after)
+            if "bulk" not in modes:
+                return 0
             # Staged files go where the loader's docs advise for a server on this machine: shared memory
             # when it has room (loader.bulk_files.staging_root), so the disk is the server's alone.
             stage = staging_root(tmp, min(rows, 1_000_000), DIM) / f"bench-load-{os.getpid()}"
