@@ -107,8 +107,30 @@ def dir_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
+def search_figures(cat: Catalog, queries: np.ndarray, truth: np.ndarray, prefix: str,
+                   params: dict | None = None) -> None:
+    """Each query searched alone (top 10), as a user's request is: recall@10, p50 and p99 RESULT lines.
+    `params` override the mode's search parameters (nprobe, ef, candidates...)."""
+    spec = cat.index_spec()
+    took, found = [], 0
+    for q, t in zip(queries, truth):
+        t0 = time.perf_counter()
+        hits = cat.search(q[None, :], top_k=10, index=spec, params=params, with_meta=False)[0]
+        took.append((time.perf_counter() - t0) * 1000)
+        found += len({h["name"] for h in hits} & {f"img_{i:09d}" for i in t})
+    value(f"{prefix}_recall_at_10", found / truth.size)
+    value(f"{prefix}_search_p50", percentile(took, 50), "ms")
+    value(f"{prefix}_search_p99", percentile(took, 99), "ms")
+
+
+def variant_tag(params: dict) -> str:
+    """RESULT-name suffix of a search-parameter variant: {"nprobe": 16} -> "nprobe16"."""
+    return "_".join(f"{k}{v}" for k, v in sorted(params.items()))
+
+
 def bench_mode(server: MilvusServer, h5: Path, kind: str, queries: np.ndarray, truth: np.ndarray, tag: str,
-               work: Path, kill_after: float | None = None, last: bool = False) -> None:
+               work: Path, kill_after: float | None = None, last: bool = False,
+               variants: list[dict] | None = None) -> None:
     """Import (the loader's CLI, as a user runs it), index, load and search one mode; RESULT lines named
     `scale_<mode>_<tag>_...`. With `kill_after`, the import is killed that many seconds in and rerun. After
     the `last` mode's import the file is deleted (room for the chunk cache, see CHUNK_CACHE)."""
@@ -149,16 +171,12 @@ def bench_mode(server: MilvusServer, h5: Path, kind: str, queries: np.ndarray, t
     value(f"{prefix}_milvus_rss_loaded", rss_mb([server.proc.pid]), "MB")
     value(f"{prefix}_milvus_anon_loaded", anon_mb(server.proc.pid), "MB")
     value(f"{prefix}_milvus_disk", dir_mb(server.data_dir) - disk0, "MB")
-    spec = cat.index_spec()
-    took, found = [], 0
-    for q, t in zip(queries, truth):
-        t0 = time.perf_counter()
-        hits = cat.search(q[None, :], top_k=10, index=spec, with_meta=False)[0]
-        took.append((time.perf_counter() - t0) * 1000)
-        found += len({h["name"] for h in hits} & {f"img_{i:09d}" for i in t})
-    value(f"{prefix}_recall_at_10", found / truth.size)
-    value(f"{prefix}_search_p50", percentile(took, 50), "ms")
-    value(f"{prefix}_search_p99", percentile(took, 99), "ms")
+    search_figures(cat, queries, truth, prefix)
+    for params in variants or []:
+        # after the defaults' pass: caches are warmer, so the defaults run again last for a like comparison
+        search_figures(cat, queries, truth, f"{prefix}_{variant_tag(params)}", params)
+    if variants:
+        search_figures(cat, queries, truth, f"{prefix}_defaults_again")
     cat.drop()  # its disk back before the next mode
     cat.close()
 
@@ -173,7 +191,16 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="where the file and Milvus's data go (default: a temp dir)")
     ap.add_argument("--kill-after", type=float, default=None,
                     help="SIGKILL the first mode's import this many seconds in, then rerun it (resume check)")
+    ap.add_argument("--search-variants", default=None, metavar="JSON",
+                    help='search parameters to try after each mode\'s defaults, a JSON list of objects, e.g. '
+                         '\'[{"nprobe": 16}, {"candidates": 0}]\' (each its own RESULT lines)')
     args = ap.parse_args()
+    try:
+        variants = json.loads(args.search_variants) if args.search_variants else []
+    except ValueError as exc:
+        ap.error(f"--search-variants: not JSON ({exc})")
+    if not isinstance(variants, list) or not all(isinstance(v, dict) and v for v in variants):
+        ap.error("--search-variants: a JSON list of non-empty objects")
     rows = args.rows or (1_000_000 if args.quick else 10_000_000)
     modes = [m.strip().upper() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in MODES]
@@ -200,7 +227,7 @@ def main() -> None:
         server = MilvusServer(work / "milvus", port=free_port()).start()
         for i, kind in enumerate(modes):
             bench_mode(server, work / "vectors.h5", kind, queries, truth, tag, work,
-                       args.kill_after if i == 0 else None, last=i == len(modes) - 1)
+                       args.kill_after if i == 0 else None, last=i == len(modes) - 1, variants=variants)
     finally:
         if server is not None:
             server.stop(grace=10)

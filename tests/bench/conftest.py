@@ -69,7 +69,8 @@ def _commands(workdir) -> dict[str, tuple[list[str], float, dict[str, str]]]:
         "load": (["bench/load.py", "--rows", "5000", "--repeat", "1", "--index", "FLAT", "--sweep-after", "1"],
                  600, {"TMPDIR": str(workdir("load"))}),  # Milvus data and the bench file: checked gone after
         "scale": (["bench/scale.py", "--rows", "2000", "--dim", "256", "--queries", "20", "--modes",
-                   "IVF_SQ8,BIN_ITQ256", "--workdir", str(workdir("scale"))], 900, {}),
+                   "IVF_SQ8,BIN_ITQ256", "--search-variants", '[{"nprobe": 8}]', "--workdir", str(workdir("scale"))],
+                  900, {}),
         "extract": (["bench/extract.py", "--quick", "--model", "efficientnet-lite0", "--input-size", "64",
                      "--image-scale", "1"], 600, {}),
         "extract_batch": (["bench/extract_batch.py", "--tiny"], 600, {}),

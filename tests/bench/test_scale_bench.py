@@ -31,6 +31,10 @@ def test_scale_bench_runs_each_mode_on_a_tiny_catalogue(bench_runs):
                        "milvus_disk", "recall_at_10", "search_p50", "search_p99", "loader_peak_rss"):
             assert f"scale_{mode}_2k_{figure}" in results, f"no RESULT scale_{mode}_2k_{figure}"
         assert results[f"scale_{mode}_2k_recall_at_10"] >= 0.9
+        for variant in ("nprobe8", "defaults_again"):  # --search-variants: its own figures, then the defaults
+            for figure in ("recall_at_10", "search_p50", "search_p99"):
+                assert f"scale_{mode}_2k_{variant}_{figure}" in results
+        assert results[f"scale_{mode}_2k_defaults_again_recall_at_10"] == results[f"scale_{mode}_2k_recall_at_10"]
     assert lines[0].startswith("MACHINE ") and any(ln.startswith("RUN bench/scale.py ") for ln in lines)
     assert list(tmp_path.iterdir()) == []  # the file and Milvus's data are gone
 
@@ -39,4 +43,12 @@ def test_scale_bench_refuses_when_the_disk_is_too_small(tmp_path):
     done = subprocess.run([sys.executable, "bench/scale.py", "--rows", str(10**12), "--workdir", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "needs about" in done.stderr and "GB is free" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", ["[{", '{"nprobe": 8}', "[{}]", "[1]"])
+def test_scale_bench_refuses_bad_search_variants(tmp_path, bad):
+    done = subprocess.run([sys.executable, "bench/scale.py", "--rows", "2000", "--search-variants", bad,
+                           "--workdir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--search-variants" in done.stderr
     assert list(tmp_path.iterdir()) == []
