@@ -261,6 +261,16 @@ class Catalog(CompactModes):
     # -- rows -------------------------------------------------------------------------------------
     def upsert(self, names: Sequence[str], vectors: np.ndarray, metas: Sequence[dict] | None = None) -> int:
         """Insert or replace rows by name; returns the number written."""
+        return self._write("upsert", names, vectors, metas)
+
+    def insert(self, names: Sequence[str], vectors: np.ndarray, metas: Sequence[dict] | None = None) -> int:
+        """Add rows whose names are not stored yet; returns the number written. Cheaper than `upsert` (Milvus
+        2.3's upsert is a delete and an insert), but Milvus does not enforce unique keys: a name written
+        twice this way is stored twice. For writers that know the names are new (the loader in a collection
+        it created); everyone else upserts."""
+        return self._write("insert", names, vectors, metas)
+
+    def _write(self, call: str, names: Sequence[str], vectors: np.ndarray, metas: Sequence[dict] | None) -> int:
         if len(names) == 0:
             return 0
         # numpy rows: pymilvus packs them straight into the request; .tolist() would make a Python float of
@@ -275,8 +285,8 @@ class Catalog(CompactModes):
             for field, kind in scalars.items():  # declared fields are copies of meta's keys
                 row[field] = S.scalar_value(kind, meta.get(field))
             rows.append(row)
-        res = self._call("upsert", self.collection, rows)
-        return int(res.get("upsert_count", len(rows)))
+        res = self._call(call, self.collection, rows)
+        return int(res.get(f"{call}_count", len(rows)))
 
     def _vector_output(self) -> list[str]:
         """The vector field a query returns ([] in binary mode: the floats come from their collection)."""

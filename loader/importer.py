@@ -3,10 +3,13 @@
 Both modes start here (the file inspected, the collection created or checked, the resume record loaded)
 and end here (flush when needed, index, load). Insert mode is below; bulk mode is loader.bulk.
 
-Idempotency comes from the schema: the image name is the primary key and insert mode writes every row
-with an upsert, so writing a row twice leaves one row. Resumability comes from `ImportState`: after each
-batch Milvus acknowledged, the next row to read is saved; a rerun of the same command starts there (rows
-in flight at a crash are simply upserted again).
+Idempotency comes from the schema: the image name is the primary key, and insert mode upserts, so writing
+a row twice leaves one row. Into a collection the import created itself, rows never sent before are
+inserted instead (about 10% faster: Milvus 2.3's upsert is a delete and an insert), since none of their
+names can be stored yet (names repeated within the file are skipped). Resumability comes from
+`ImportState`: after each batch Milvus acknowledged, the next row to read is saved, and before a batch is
+sent, how far the file has been sent; a rerun of the same command starts at the first, and upserts what
+lies between the two (rows in flight at a crash), as it does every retried call (loader.upsert).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from loader.options import ImportOptions
 from loader.progress import Progress, Summary
 from loader.source import Source, checked_chunks, inspect_file
 from loader.state import ImportState
-from loader.upsert import upsert_rows
+from loader.upsert import insert_new_rows, upsert_rows
 from loader.validate import CheckedChunk
 
 __all__ = ["ImportOptions", "Source", "import_h5", "inspect_file"]
@@ -176,9 +179,11 @@ def _dry_run(src: Source, opts: ImportOptions, summary: Summary) -> Summary:
 
 def _import_insert(src: Source, catalog: Catalog, opts: ImportOptions, state: ImportState,
                    summary: Summary) -> None:
-    """Insert mode: upserts of `batch_size` rows, `in_flight` at a time, checkpointed in file order."""
+    """Insert mode: writes of `batch_size` rows, `in_flight` at a time, checkpointed in file order."""
     record = state.record
     start = record.rows_done
+    if start == 0 and record.sent == 0:  # a new import (a rerun keeps what its first run found)
+        record.fresh = src.created
     summary.read = summary.resumed_from = start
     summary.imported = record.imported
     summary.skipped = Counter(record.skipped)
@@ -197,10 +202,18 @@ def _import_insert(src: Source, catalog: Catalog, opts: ImportOptions, state: Im
     with Progress(src.layout.rows, "importing", opts.quiet, initial=start) as bar, \
             ThreadPoolExecutor(max_workers=max(1, opts.in_flight), thread_name_prefix="upsert") as pool:
         try:
+            first = start
             for end, checked in checked_chunks(src, start, opts.batch_size):
-                fut = pool.submit(upsert_rows, catalog, checked.names, checked.vectors, opts.retry_seconds,
+                # rows a run before this one may have sent are upserted; rows never sent, into our own
+                # collection, are inserted
+                write = insert_new_rows if record.fresh and first >= record.sent else upsert_rows
+                if end > record.sent:
+                    record.sent = end
+                    state.save()  # before the call: a crash after it must not leave these rows "never sent"
+                fut = pool.submit(write, catalog, checked.names, checked.vectors, opts.retry_seconds,
                                   src.metas(checked.names))
                 pending.append((fut, end, checked))
+                first = end
                 while len(pending) >= max(1, opts.in_flight):
                     settle(pending.pop(0))
             while pending:

@@ -184,15 +184,19 @@ class ImportRecord:
     collection_id: Any = None  # Milvus's id: a dropped and re-created collection never matches
     rows_done: int = 0  # file rows accounted for: a rerun reads on from here
     skipped: dict[str, int] = field(default_factory=dict)  # skip counts of those rows
-    imported: int = 0  # insert mode: rows upserted
+    imported: int = 0  # insert mode: rows written
     bulk: BulkRecord | None = None  # bulk mode, once started
+    # insert mode: the collection was created by this import, so rows never sent before are plainly inserted
+    fresh: bool = False
+    sent: int = 0  # insert mode: file rows up to here were sent to Milvus (maybe written: upserted on a rerun)
 
     def to_json(self) -> dict[str, Any]:
         bulk = None
         if self.bulk is not None:
             bulk = {**asdict(self.bulk), "jobs": [j.to_json() for j in self.bulk.jobs]}
         return {"version": VERSION, "collection_id": self.collection_id, "rows_done": self.rows_done,
-                "skipped": self.skipped, "imported": self.imported, "bulk": bulk}
+                "skipped": self.skipped, "imported": self.imported, "bulk": bulk, "fresh": self.fresh,
+                "sent": self.sent}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ImportRecord:
@@ -203,7 +207,8 @@ class ImportRecord:
             raise ValueError(f"record version {d['version']} (this loader writes {VERSION})")
         rec = cls(collection_id=d.get("collection_id"), rows_done=int(d.get("rows_done", 0)),
                   skipped={str(k): int(v) for k, v in (d.get("skipped") or {}).items()},
-                  imported=int(d.get("imported", 0)))
+                  imported=int(d.get("imported", 0)), fresh=bool(d.get("fresh", False)),
+                  sent=int(d.get("sent", 0)))
         if d.get("bulk") is not None:
             b = d["bulk"]
             floor = None if b.get("task_floor") is None else int(b["task_floor"])

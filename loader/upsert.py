@@ -14,3 +14,19 @@ def upsert_rows(catalog: Catalog, names: list[str], vectors: np.ndarray, retry_s
     """Upsert one batch by name (idempotent), with each row's meta ({} by default), retrying while Milvus
     comes back."""
     return with_retry(lambda: catalog.upsert(names, vectors, metas), retry_seconds)
+
+
+def insert_new_rows(catalog: Catalog, names: list[str], vectors: np.ndarray, retry_seconds: float,
+                    metas: list[dict] | None = None) -> int:
+    """Write one batch of names not stored yet with a plain insert (cheaper than an upsert); every retry
+    upserts instead, since a call that failed may have been applied (a lost answer), and an insert would
+    then store its names twice."""
+    tries = [0]
+
+    def write() -> int:
+        tries[0] += 1
+        if tries[0] == 1:
+            return catalog.insert(names, vectors, metas)
+        return catalog.upsert(names, vectors, metas)
+
+    return with_retry(write, retry_seconds)
