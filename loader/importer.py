@@ -177,6 +177,10 @@ def _dry_run(src: Source, opts: ImportOptions, summary: Summary) -> Summary:
     return summary.stop()
 
 
+# How many batches past the one being sent the resume record's `sent` mark is moved each time it is saved.
+SENT_AHEAD = 16
+
+
 def _import_insert(src: Source, catalog: Catalog, opts: ImportOptions, state: ImportState,
                    summary: Summary) -> None:
     """Insert mode: writes of `batch_size` rows, `in_flight` at a time, checkpointed in file order."""
@@ -202,14 +206,18 @@ def _import_insert(src: Source, catalog: Catalog, opts: ImportOptions, state: Im
     with Progress(src.layout.rows, "importing", opts.quiet, initial=start) as bar, \
             ThreadPoolExecutor(max_workers=max(1, opts.in_flight), thread_name_prefix="upsert") as pool:
         try:
-            first = start
+            first, earlier_runs_sent = start, record.sent
             for end, checked in checked_chunks(src, start, opts.batch_size):
                 # rows a run before this one may have sent are upserted; rows never sent, into our own
                 # collection, are inserted
-                write = insert_new_rows if record.fresh and first >= record.sent else upsert_rows
+                write = insert_new_rows if record.fresh and first >= earlier_runs_sent else upsert_rows
                 if end > record.sent:
-                    record.sent = end
-                    state.save()  # before the call: a crash after it must not leave these rows "never sent"
+                    # Saved before the call: a crash after it must not leave these rows "never sent". The
+                    # mark runs SENT_AHEAD batches ahead, so it is saved once per that many calls (each save
+                    # is an fsync, which stalls the pipeline behind a busy disk); a rerun upserts at most
+                    # those batches more.
+                    record.sent = min(src.layout.rows, end + SENT_AHEAD * opts.batch_size)
+                    state.save()
                 fut = pool.submit(write, catalog, checked.names, checked.vectors, opts.retry_seconds,
                                   src.metas(checked.names))
                 pending.append((fut, end, checked))

@@ -70,6 +70,13 @@ def test_a_collection_the_import_created_gets_inserts(tmp_path):
     assert summary.imported == ROWS and state.record.fresh and state.record.sent == ROWS
 
 
+def test_the_sent_mark_runs_ahead_and_is_saved_once_per_stretch(tmp_path, monkeypatch):
+    monkeypatch.setattr("loader.importer.SENT_AHEAD", 2)
+    cat, _, _ = _run(tmp_path, created=True)
+    # batches start at 0, 200, ...: the mark is saved before the first (0 -> 600) and the fourth (600 -> 1000)
+    assert cat.sent_when_called == [600, 600, 600, 1000, 1000]
+
+
 def test_an_existing_collection_gets_upserts(tmp_path):
     cat, state, _ = _run(tmp_path, created=False)
     assert cat.calls == [("upsert", r) for r in range(0, ROWS, BATCH)]
@@ -83,7 +90,8 @@ def test_a_rerun_upserts_what_the_killed_run_sent_then_inserts(tmp_path):
     assert summary.read == ROWS
 
 
-def test_how_far_the_file_was_sent_is_saved_before_each_call(tmp_path):
+def test_how_far_the_file_was_sent_is_saved_before_each_call(tmp_path, monkeypatch):
+    monkeypatch.setattr("loader.importer.SENT_AHEAD", 0)
     cat, _, _ = _run(tmp_path, created=True)
     assert cat.sent_when_called == [first + BATCH for _, first in cat.calls]
 
