@@ -80,7 +80,7 @@ def import_options(fn):
     @click.option("--batch-size", type=click.IntRange(1, 100_000), default=10_000, show_default=True,
                   help="Rows per upsert call / per chunk read.")
     @click.option("--in-flight", type=click.IntRange(1, 16), default=ImportOptions.in_flight, show_default=True,
-                  help="Insert mode: upsert calls outstanding at once (4 was fastest against a local Milvus).")
+                  help="Insert mode: write calls outstanding at once (4 was fastest against a local Milvus).")
     @click.option("--index", "index_type", type=click.Choice(INDEX_TYPES, case_sensitive=False), default="HNSW",
                   show_default=True,
                   help="Index built after the data lands (when the collection has none). Compact: IVF_SQ8, IVF_PQ, "

@@ -20,7 +20,7 @@ class ImportOptions:
     force: bool = False  # accept a fingerprint that differs from the collection's
     index: IndexSpec = DEFAULT_INDEX
     batch_size: int = 10_000  # rows per upsert call (and per chunk read from the file)
-    in_flight: int = 4  # upsert calls outstanding, so reading overlaps with Milvus's work
+    in_flight: int = 4  # write calls outstanding, so reading overlaps with Milvus's work
     dry_run: bool = False
     quiet: bool = False
     mode: str = "insert"  # or "bulk"

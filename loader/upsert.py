@@ -18,7 +18,7 @@ def upsert_rows(catalog: Catalog, names: list[str], vectors: np.ndarray, retry_s
 
 def insert_new_rows(catalog: Catalog, names: list[str], vectors: np.ndarray, retry_seconds: float,
                     metas: list[dict] | None = None) -> int:
-    """Write one batch of names not stored yet with a plain insert (cheaper than an upsert); every retry
+    """Write one batch of names not stored yet with a plain insert (less work for Milvus than an upsert); every retry
     upserts instead, since a call that failed may have been applied (a lost answer), and an insert would
     then store its names twice."""
     tries = [0]
