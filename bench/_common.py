@@ -110,6 +110,37 @@ def rss_mb(pids: list[int]) -> float:
     return total / 2**20
 
 
+def wait_until_quiet(pids: list[int], busy_cores: float = 0.25, window_s: float = 5.0, quiet_windows: int = 2,
+                     timeout_s: float = 900.0) -> float:
+    """Wait until these processes (and their children) use less than `busy_cores` of CPU for `quiet_windows`
+    windows in a row; returns the seconds waited (at most `timeout_s`).
+
+    After a load Milvus may still compact segments and rebuild their indexes in the background, on the same
+    cores the timed part would use: figures taken then measure that work, not the search.
+    """
+    import psutil
+
+    def cpu_seconds() -> float:
+        total = 0.0
+        for pid in pids:
+            try:
+                proc = psutil.Process(pid)
+                for p in [proc, *proc.children(recursive=True)]:
+                    t = p.cpu_times()
+                    total += t.user + t.system
+            except psutil.NoSuchProcess:
+                continue
+        return total
+
+    start = time.monotonic()
+    quiet = 0
+    while quiet < quiet_windows and time.monotonic() - start < timeout_s:
+        before = cpu_seconds()
+        time.sleep(window_s)
+        quiet = quiet + 1 if cpu_seconds() - before < busy_cores * window_s else 0
+    return time.monotonic() - start
+
+
 def percentile(samples: list[float], q: float) -> float:
     """The q-th percentile (0-100) of samples, nan when empty."""
     return float(np.percentile(samples, q)) if samples else float("nan")

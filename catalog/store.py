@@ -265,8 +265,9 @@ class Catalog(CompactModes):
 
     def insert(self, names: Sequence[str], vectors: np.ndarray, metas: Sequence[dict] | None = None) -> int:
         """Add rows whose names are not stored yet; returns the number written. Less work for Milvus than
-        `upsert` (2.3's upsert is a delete and an insert; at 1M rows the gain was within noise), but Milvus does not enforce unique keys: a name written
-        twice this way is stored twice. For writers that know the names are new (the loader in a collection
+        `upsert`: 2.3's upsert is a delete and an insert, and the deletes make Milvus compact the segments
+        and rebuild their indexes in the background after a bulk load. But Milvus does not enforce unique
+        keys: a name written twice this way is stored twice. For writers that know the names are new (the loader in a collection
         it created); everyone else upserts."""
         return self._write("insert", names, vectors, metas)
 
