@@ -54,14 +54,10 @@ class ModelGuard:
         self.max_stale = max(ttl, max_stale)
         self.clock = clock
         self._refreshing = False
+        self._refreshing_collection = False
         self._lock = threading.Lock()
         self._collection: tuple[float, CollectionInfo] | None = None
         self._extractor: tuple[float, ExtractorInfo] | None = None
-
-    def _fresh(self, entry: tuple[float, Any] | None) -> Any:
-        if entry is not None and self.clock() - entry[0] < self.ttl:
-            return entry[1]
-        return None
 
     def invalidate(self) -> None:
         """Forget both cached values (after creating the collection, or before a re-check)."""
@@ -70,10 +66,31 @@ class ModelGuard:
             self._extractor = None
 
     def collection(self, refresh: bool = False) -> CollectionInfo:
-        """The collection's existence, fingerprint, dimension and index; raises CatalogError."""
-        cached = None if refresh else self._fresh(self._collection)
-        if cached is not None:
-            return cached
+        """The collection's existence, fingerprint, dimension and index; raises CatalogError.
+
+        Past its TTL a known value is re-read by one thread at a time while the others keep using it (for
+        at most `max_stale` seconds): under load every request thread would otherwise make the same three
+        Milvus calls at once. `refresh` always reads.
+        """
+        if not refresh:
+            with self._lock:
+                entry = self._collection
+                if entry is not None:
+                    age = self.clock() - entry[0]
+                    if age < self.ttl or (self._refreshing_collection and age < self.max_stale):
+                        return entry[1]
+                self._refreshing_collection = True
+        try:
+            info = self._read_collection()
+        finally:
+            if not refresh:
+                with self._lock:
+                    self._refreshing_collection = False
+        with self._lock:
+            self._collection = (self.clock(), info)
+        return info
+
+    def _read_collection(self) -> CollectionInfo:
         if not self.catalog.exists():
             info = CollectionInfo(exists=False)
         else:
@@ -87,8 +104,6 @@ class ModelGuard:
                 index=self.catalog.index_spec(),
                 scalar_fields=json.loads(props.get(S.PROP_SCALAR_FIELDS) or "{}"),
             )
-        with self._lock:
-            self._collection = (self.clock(), info)
         return info
 
     def extractor_info(self, refresh: bool = False) -> ExtractorInfo:
@@ -118,6 +133,7 @@ class ModelGuard:
             if not refresh:
                 with self._lock:
                     self._refreshing = False
+        self._refreshing_collection = False
         info = ExtractorInfo(fingerprint=str(body["fingerprint"]), dim=int(body["dim"]))
         self.note_extractor(info.fingerprint, info.dim)
         return info

@@ -147,3 +147,40 @@ def test_one_thread_refreshes_an_expired_fingerprint_while_the_others_use_it():
     ex.gate.set()
     refresher.join(10)
     assert guard.extractor_info().fingerprint == "fp-b" and ex.calls == 2
+
+
+class SlowPropertiesCatalog(FakeCatalog):
+    """A catalogue whose properties read waits on `gate` once it is set (a slow Milvus)."""
+
+    gate: threading.Event | None = None
+    waiting = threading.Event()
+
+    def properties(self, refresh: bool = False) -> dict[str, str]:
+        if self.gate is not None:
+            self.waiting.set()
+            self.gate.wait(10)
+        return super().properties(refresh)
+
+
+def test_one_thread_rereads_an_expired_collection_while_the_others_use_it():
+    clock, cat = Clock(), SlowPropertiesCatalog("c")
+    cat.ensure(12, "fp-a")
+    guard = ModelGuard(cat, extractor=None, ttl=5, clock=clock)
+    guard.check("fp-a", 12)
+    assert cat.calls["properties"] == 1
+    clock.t = 10
+    cat.gate = threading.Event()
+    refresher = threading.Thread(target=guard.collection)
+    refresher.start()
+    assert cat.waiting.wait(10)
+    # While one request re-reads the collection from a slow Milvus, the others use the known value.
+    assert [guard.check("fp-a", 12).fingerprint for _ in range(5)] == ["fp-a"] * 5
+    assert cat.calls["properties"] == 1
+    cat.gate.set()
+    refresher.join(10)
+    clock.t = 12
+    guard.check("fp-a", 12)
+    assert cat.calls["properties"] == 2  # the re-read value is fresh again
+    clock.t = 100  # past max_stale too: read again
+    guard.check("fp-a", 12)
+    assert cat.calls["properties"] == 3
