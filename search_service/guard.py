@@ -53,11 +53,27 @@ class ModelGuard:
         self.ttl = ttl
         self.max_stale = max(ttl, max_stale)
         self.clock = clock
-        self._refreshing = False
-        self._refreshing_collection = False
+        self._refreshing: set[str] = set()  # "collection" / "extractor" while one thread re-reads it
         self._lock = threading.Lock()
         self._collection: tuple[float, CollectionInfo] | None = None
         self._extractor: tuple[float, ExtractorInfo] | None = None
+
+    def _cached_or_claim(self, which: str) -> tuple[Any, tuple[float, Any] | None]:
+        """(value, entry) of the cached `which` ("collection" or "extractor") when it may be used: younger
+        than the TTL, or younger than max_stale while another thread re-reads it. Otherwise (None, entry),
+        and this thread is the one that re-reads it (`_release` when done)."""
+        with self._lock:
+            entry = self._collection if which == "collection" else self._extractor
+            if entry is not None:
+                age = self.clock() - entry[0]
+                if age < self.ttl or (which in self._refreshing and age < self.max_stale):
+                    return entry[1], entry
+            self._refreshing.add(which)
+            return None, entry
+
+    def _release(self, which: str) -> None:
+        with self._lock:
+            self._refreshing.discard(which)
 
     def invalidate(self) -> None:
         """Forget both cached values (after creating the collection, or before a re-check)."""
@@ -73,19 +89,14 @@ class ModelGuard:
         Milvus calls at once. `refresh` always reads.
         """
         if not refresh:
-            with self._lock:
-                entry = self._collection
-                if entry is not None:
-                    age = self.clock() - entry[0]
-                    if age < self.ttl or (self._refreshing_collection and age < self.max_stale):
-                        return entry[1]
-                self._refreshing_collection = True
+            cached, _ = self._cached_or_claim("collection")
+            if cached is not None:
+                return cached
         try:
             info = self._read_collection()
         finally:
             if not refresh:
-                with self._lock:
-                    self._refreshing_collection = False
+                self._release("collection")
         with self._lock:
             self._collection = (self.clock(), info)
         return info
@@ -114,13 +125,9 @@ class ModelGuard:
         not fail because a busy extractor was slow to say what it already said. `refresh` always asks.
         """
         if not refresh:
-            with self._lock:
-                entry = self._extractor
-                if entry is not None:
-                    age = self.clock() - entry[0]
-                    if age < self.ttl or (self._refreshing and age < self.max_stale):
-                        return entry[1]
-                self._refreshing = True
+            cached, entry = self._cached_or_claim("extractor")
+            if cached is not None:
+                return cached
         try:
             body = self.extractor.info()
         except ExtractorUnavailable:
@@ -131,9 +138,7 @@ class ModelGuard:
             raise
         finally:
             if not refresh:
-                with self._lock:
-                    self._refreshing = False
-        self._refreshing_collection = False
+                self._release("extractor")
         info = ExtractorInfo(fingerprint=str(body["fingerprint"]), dim=int(body["dim"]))
         self.note_extractor(info.fingerprint, info.dim)
         return info
