@@ -93,21 +93,39 @@ def value(name: str, number: float, unit: str = "") -> str:
     return line
 
 
-def rss_mb(pids: list[int]) -> float:
-    """Resident memory of these processes and all their children, in MB."""
+def _process_tree(pids: list[int]) -> list:
+    """psutil handles of these processes and all their children, each once; gone ones left out."""
     import psutil
 
-    total, seen = 0, set()
+    procs, seen = [], set()
     for pid in pids:
         try:
             proc = psutil.Process(pid)
             for p in [proc, *proc.children(recursive=True)]:
                 if p.pid not in seen:
                     seen.add(p.pid)
-                    total += p.memory_info().rss
+                    procs.append(p)
         except psutil.NoSuchProcess:
             continue
-    return total / 2**20
+    return procs
+
+
+def _sum_over(procs: list, read) -> float:
+    """`read(process)` summed over processes, skipping those that ended meanwhile."""
+    import psutil
+
+    total = 0.0
+    for p in procs:
+        try:
+            total += read(p)
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def rss_mb(pids: list[int]) -> float:
+    """Resident memory of these processes and all their children, in MB."""
+    return _sum_over(_process_tree(pids), lambda p: p.memory_info().rss) / 2**20
 
 
 def wait_until_quiet(pids: list[int], busy_cores: float = 0.25, window_s: float = 5.0, quiet_windows: int = 2,
@@ -118,19 +136,8 @@ def wait_until_quiet(pids: list[int], busy_cores: float = 0.25, window_s: float 
     After a load Milvus may still compact segments and rebuild their indexes in the background, on the same
     cores the timed part would use: figures taken then measure that work, not the search.
     """
-    import psutil
-
     def cpu_seconds() -> float:
-        total = 0.0
-        for pid in pids:
-            try:
-                proc = psutil.Process(pid)
-                for p in [proc, *proc.children(recursive=True)]:
-                    t = p.cpu_times()
-                    total += t.user + t.system
-            except psutil.NoSuchProcess:
-                continue
-        return total
+        return _sum_over(_process_tree(pids), lambda p: sum(p.cpu_times()[:2]))  # user + system
 
     start = time.monotonic()
     quiet = 0
