@@ -98,7 +98,9 @@ class ModelGuard:
             if not refresh:
                 self._release("collection")
         with self._lock:
-            self._collection = (self.clock(), info)
+            # "No collection" is not kept: another worker process or the loader may create it at any
+            # moment, and a service without a catalogue has no load to save Milvus calls for.
+            self._collection = (self.clock(), info) if info.exists else None
         return info
 
     def _read_collection(self) -> CollectionInfo:

@@ -70,6 +70,15 @@ def test_missing_collection_accepts_anything():
     assert guard.check("whatever", 3).exists is False
 
 
+def test_a_missing_collection_is_not_cached():
+    # Another worker process (or the loader) may create it any moment: the next check must see it.
+    cat = catalogue(exists=False)
+    guard = ModelGuard(cat, extractor=None, ttl=3600, clock=Clock())
+    assert guard.check("fp-a", 12).exists is False
+    cat.ensure(12, "fp-a")
+    assert guard.check("fp-a", 12).exists
+
+
 def test_failures_are_not_cached():
     cat = catalogue()
     guard = ModelGuard(cat, extractor=None, ttl=3600, clock=Clock())
