@@ -18,6 +18,7 @@ from search_service.guard import ModelGuard
 from search_service.metrics import Metrics
 from search_service.ports import CatalogPort, ExtractorPort
 from search_service.services import Services
+from search_service.shared_state import SharedDir
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,16 @@ def create_app(config: Config | None = None, catalog: CatalogPort | None = None,
     else:
         probe = extractor
     metrics = Metrics()
+    # Shared with the other workers of the same service (python -m search_service sets the directory);
+    # an app built on its own shares with nobody.
+    shared = SharedDir(config.state_dir) if config.state_dir else SharedDir.temporary()
     app.extensions["search_service"] = Services(
         config=config, catalog=catalog, extractor=extractor, probe=probe,
         guard=ModelGuard(catalog, probe, ttl=config.guard_ttl), files=ImageFiles(config.image_root),
         metrics=metrics,
-        duplicates=DuplicateFinder(catalog, config.duplicates_neighbours, ttl=config.duplicates_ttl_s),
+        shared=shared,
+        duplicates=DuplicateFinder(catalog, config.duplicates_neighbours, ttl=config.duplicates_ttl_s,
+                                   shared=shared),
         searches=SearchCoalescer(catalog.search, max_in_flight=config.milvus_searches,
                                  on_call=metrics.queries_per_call.observe),
     )

@@ -16,9 +16,11 @@
 | `SEARCH_PARAMS` | empty | JSON overriding the index's search parameters, e.g. `{"ef": 128}`; compact modes (IVF_SQ8, IVF_PQ, BIN_ITQ*) also take `candidates`: coarse hits re-ranked per result (docs/SCALING.md) |
 | `SEARCH_CONSISTENCY` | `Session` | Milvus consistency level of searches; Session sees this service's own writes |
 | `GUARD_TTL` | `5` | seconds the fingerprint check is cached (refreshed at once after a failure) |
-| `SEARCH_THREADS` | `16` | gunicorn threads (one worker process, so metrics need no multiprocess mode); more threads let more concurrent searches share Milvus calls |
+| `SEARCH_WORKERS` | `2` | gunicorn worker processes; Python runs one thread at a time in each, so one worker's request handling tops out near one core (~900 vector searches/s on the benchmark machine): give it about one worker per core the service may use |
+| `SEARCH_THREADS` | `16` | gunicorn threads per worker; more threads let more concurrent searches share Milvus calls |
+| `SEARCH_STATE_DIR` | a new temporary directory | where the workers share locks, the write counter and near-duplicate results (search_service/shared_state.py); also the Prometheus multiprocess files (`PROMETHEUS_MULTIPROC_DIR`, unless set) |
 | `SEARCH_RETRY_AFTER_S` | `5` | what 503 answers tell clients to wait (`Retry-After`) |
-| `SEARCH_MILVUS_CALLS` | `2` | most Milvus searches the service runs at once; more concurrent single searches wait and then share one call (search_service/coalescing.py) |
+| `SEARCH_MILVUS_CALLS` | `1` | most Milvus searches each worker runs at once; more concurrent single searches wait and then share one call (search_service/coalescing.py). With 2 workers, 2 calls at once: under 16 clients 1 per worker left Milvus ~20% less work per query than 2 (larger shared calls) |
 | `SEARCH_MAX_BATCH` | `32` | most queries (image parts, vectors or names) in one search request |
 | `DUPLICATES_NEIGHBOURS` | `16` | hits per image in the first search when finding groups (more where all are above the threshold) |
 | `DUPLICATES_TTL_S` | `600` | how long found groups are served before the next request finds them again |
@@ -57,9 +59,11 @@ class Config(EnvSettings):
     search_params: dict[str, Any] = Field(default_factory=dict)
     search_consistency: str = "Session"
     guard_ttl: float = 5.0
-    threads: int = Field(16, alias="SEARCH_THREADS")
+    workers: int = Field(2, alias="SEARCH_WORKERS", ge=1, le=64)
+    threads: int = Field(16, alias="SEARCH_THREADS", ge=1)
+    state_dir: str = Field("", alias="SEARCH_STATE_DIR")
     retry_after_s: int = Field(5, alias="SEARCH_RETRY_AFTER_S")
-    milvus_searches: int = Field(2, alias="SEARCH_MILVUS_CALLS", ge=1, le=64)
+    milvus_searches: int = Field(1, alias="SEARCH_MILVUS_CALLS", ge=1, le=64)
     max_batch: int = Field(32, alias="SEARCH_MAX_BATCH", ge=1, le=256)
     duplicates_neighbours: int = Field(16, ge=1, le=1000)
     duplicates_ttl_s: float = Field(600.0, ge=0)

@@ -1,16 +1,18 @@
 """Prometheus metrics: request counts and per-stage latency histograms, one registry per app.
 
-The service runs one gunicorn worker with threads, so one in-process registry is complete and correct
-(no multiprocess mode and its shared-file directory to manage). A registry per app also lets tests build
-many apps in one process.
+`python -m search_service` runs several gunicorn worker processes; each counts its own requests, so it
+starts them in prometheus_client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, set before any worker
+imports prometheus_client), and /metrics sums every worker's files. An app built on its own (tests, one
+process) keeps its counts in memory, in a registry of its own, so tests can build many apps in one process.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 from flask import Flask, Response, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 # Seconds; fine-grained at the low end where Milvus and the service's own overhead live.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -49,6 +51,10 @@ class Metrics:
 
     def render(self) -> Response:
         """The Prometheus text exposition."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # every worker's counts, summed
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
         return Response(generate_latest(self.registry), mimetype=CONTENT_TYPE_LATEST)
 
     def install(self, app: Flask) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from search_service.coalescing import SearchCoalescer
 from search_service.config import Config
@@ -12,6 +11,7 @@ from search_service.files import ImageFiles
 from search_service.guard import CollectionInfo, ModelGuard
 from search_service.metrics import Metrics
 from search_service.ports import CatalogPort, ExtractorPort
+from search_service.shared_state import SharedDir
 
 
 @dataclass
@@ -26,19 +26,20 @@ class Services:
     guard: ModelGuard
     files: ImageFiles
     metrics: Metrics
+    shared: SharedDir  # what the service's worker processes share (locks, counters, job results)
     duplicates: DuplicateFinder
     searches: SearchCoalescer  # single-query searches, several to a Milvus call under load
-    _create_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ensure_collection(self, fingerprint: str, dim: int) -> CollectionInfo:
         """The collection, created for this model when missing; FingerprintMismatch when it is another's.
 
-        Serialised so two first uploads do not both try to create it.
+        Serialised across the service's threads and worker processes, so two first uploads do not both
+        try to create it.
         """
         info = self.guard.check(fingerprint, dim)
         if info.exists:
             return info
-        with self._create_lock:
+        with self.shared.lock("create-collection"):
             if not self.guard.collection(refresh=True).exists:
                 self.catalog.ensure(dim, fingerprint)
             self.guard.invalidate()

@@ -46,6 +46,31 @@ def test_ready_stats_and_metrics_on_the_real_stack(search_service, photo_catalog
     assert 'search_stage_seconds_bucket{le="0.005",stage="search"}' in metrics
 
 
+def _requests_total(url: str, endpoint: str) -> float:
+    """search_http_requests_total of `endpoint` (every status), as /metrics reports it."""
+    lines = requests.get(url + "/metrics", timeout=10).text.splitlines()
+    return sum(float(ln.split()[-1]) for ln in lines
+               if ln.startswith("search_http_requests_total{") and f'endpoint="{endpoint}"' in ln)
+
+
+def test_the_workers_share_metrics_and_duplicate_groups(search_service, photo_catalogue):
+    """Several gunicorn workers answer a client's requests in turn: /metrics must count all of them, and a
+    near-duplicate job must run once and be served by every worker."""
+    import psutil
+
+    workers = psutil.Process(search_service.proc.pid).children()
+    assert len(workers) == 2, [w.cmdline() for w in workers]
+    before = _requests_total(search_service.url, "/healthz")
+    for _ in range(30):  # a new connection each: any worker may take it
+        assert requests.get(search_service.url + "/healthz", timeout=10).status_code == 200
+    assert _requests_total(search_service.url, "/healthz") - before == 30
+    url = search_service.url + "/v1/duplicates?threshold=0.5&limit=100"
+    assert wait_until(lambda: requests.get(url, timeout=30).status_code == 200, timeout=120)
+    answers = [requests.get(url, timeout=30) for _ in range(20)]
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.text for a in answers}) == 1 and answers[0].json()["status"] == "done"
+
+
 def _queries_per_call(url: str) -> tuple[float, float]:
     """(calls, queries) of the service's search_milvus_call_queries histogram."""
     lines = requests.get(url + "/metrics", timeout=10).text.splitlines()
