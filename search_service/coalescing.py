@@ -22,17 +22,18 @@ import numpy as np
 
 
 class _Pending:
-    """One request's query vector, waiting for its hits or its error."""
+    """One request's query vector, waiting for its hits, its error, or its turn to lead a call."""
 
-    __slots__ = ("vector", "key", "taken", "hits", "error", "done")
+    __slots__ = ("vector", "key", "taken", "lead", "hits", "error", "wake")
 
     def __init__(self, vector: np.ndarray, key: Hashable):
         self.vector = vector
         self.key = key
-        self.taken = False
+        self.taken = False  # in a call (its own or another's)
+        self.lead: list[_Pending] | None = None  # the batch this request's thread is to run
         self.hits: list[dict] | None = None
         self.error: BaseException | None = None
-        self.done = threading.Event()
+        self.wake = threading.Event()  # set once: to lead a call, or when its call is done
 
 
 class SearchCoalescer:
@@ -41,6 +42,11 @@ class SearchCoalescer:
     `search` must accept a 2-d array of query vectors and return one list of hits per row, in order (as
     `catalog.Catalog.search` does). A failed call raises its exception in every request it served.
     `on_call(size)` is told each call's number of queries (metrics).
+
+    Each waiting thread sleeps on an event of its own and is woken once: when its call is done, or when a
+    finishing call hands it the free slot to lead the next one (with every queued request of its options).
+    Under load a condition variable's notify_all would wake every waiting thread at each call's end, most
+    only to sleep again.
     """
 
     def __init__(self, search: Callable[..., list[list[dict]]], max_in_flight: int = 4, max_batch: int = 64,
@@ -51,7 +57,7 @@ class SearchCoalescer:
         self.max_in_flight = max_in_flight
         self.max_batch = max_batch
         self._on_call = on_call
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._in_flight = 0
 
@@ -59,16 +65,16 @@ class SearchCoalescer:
         """The hits of one query vector; `options` are passed to the search call (they must be hashable
         or dicts/lists of such: requests with equal options share a call)."""
         item = _Pending(np.asarray(vector, dtype=np.float32).reshape(-1), _freeze(options))
-        with self._cond:
+        with self._lock:
             self._queue.append(item)
-            while not item.taken and self._in_flight >= self.max_in_flight:
-                self._cond.wait()
-            batch = [] if item.taken else self._take(item)
-            if batch:
+            if self._in_flight < self.max_in_flight:
                 self._in_flight += 1
-        if batch:
+                item.lead = self._take(item)
+        if item.lead is None:
+            item.wake.wait()  # until our call is done, or we are handed a slot to lead one
+        if item.lead is not None:  # the batch starts with our own request: its hits are set when it returns
+            batch, item.lead = item.lead, None
             self._run(batch, options)
-        item.done.wait()
         if item.error is not None:
             raise item.error
         return item.hits  # type: ignore[return-value]
@@ -96,19 +102,27 @@ class SearchCoalescer:
             for p in batch:
                 p.error = exc
         finally:
-            with self._cond:
-                self._in_flight -= 1
-                self._cond.notify_all()
+            with self._lock:
+                # The slot passes to the oldest queued request, whose thread leads the next call.
+                nxt = self._queue[0] if self._queue else None
+                if nxt is None:
+                    self._in_flight -= 1
+                else:
+                    nxt.lead = self._take(nxt)
             for p in batch:
-                p.done.set()
+                if p is not batch[0]:
+                    p.wake.set()
+            if nxt is not None:
+                nxt.wake.set()
             if self._on_call is not None:
                 self._on_call(len(batch))
 
 
 def _freeze(value: Any) -> Hashable:
     """A hashable stand-in for options made of dicts, lists, dataclasses and scalars."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return (type(value).__name__, _freeze(dataclasses.asdict(value)))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # its fields, not a deep copy (asdict)
+        return (type(value).__name__, tuple((f.name, _freeze(getattr(value, f.name)))
+                                            for f in dataclasses.fields(value)))
     if isinstance(value, dict):
         return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
     if isinstance(value, (list, tuple)):

@@ -140,3 +140,29 @@ def test_the_leader_always_runs_its_own_search_even_behind_a_full_batch():
     batch = co._take(queued[3])
     assert batch == [queued[3], queued[0]] and co._queue == [queued[1], queued[2]]
     assert all(p.taken for p in batch) and not any(p.taken for p in co._queue)
+
+
+def test_many_threads_many_options_every_search_answered_and_slots_never_exceeded():
+    """A storm of searches with three option sets through two slots: every thread gets its own hits (none
+    is left waiting: the handover of a slot must wake the right thread), at most two calls run at once."""
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def search(vectors, **options):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.0005)
+        with lock:
+            running[0] -= 1
+        return [[{"name": f"q{v[0]:g}", "top_k": options["top_k"]}] for v in vectors]
+
+    co = SearchCoalescer(search, max_in_flight=2, max_batch=5)
+
+    def ask(i: int) -> bool:
+        hits = co.search(vec(i), top_k=3 + i % 3)
+        return hits == [{"name": f"q{i}", "top_k": 3 + i % 3}]
+
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(ask, range(3000), timeout=60))
+    assert all(answers) and most[0] <= 2
