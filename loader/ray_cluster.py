@@ -17,6 +17,11 @@ from collections.abc import Iterator
 
 LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 DEFAULT_OBJECT_STORE_MB = 300  # enough for a few batches of decoded images in flight; small machines need RAM
+# A local start is tried this often: on a busy machine Ray's raylet may miss the 30 s Ray gives it to register
+# ("The current node timed out during startup", ray-project/ray#62883, #47087); a second start usually works.
+LOCAL_START_TRIES = 2
+
+log = logging.getLogger(__name__)
 
 
 def _import_ray(local: bool):
@@ -49,8 +54,16 @@ def ray_session(address: str | None = None, num_cpus: int | None = None,
     if address:
         ray.init(address=address, **quiet)
     else:
-        ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=num_cpus,
-                 object_store_memory=object_store_mb * 1024 * 1024, **quiet)
+        for attempt in range(1, LOCAL_START_TRIES + 1):
+            try:
+                ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=num_cpus,
+                         object_store_memory=object_store_mb * 1024 * 1024, **quiet)
+                break
+            except Exception as exc:  # Ray raises a bare Exception for this timeout
+                if attempt == LOCAL_START_TRIES or "timed out during startup" not in str(exc):
+                    raise
+                log.warning("the local Ray did not start (%s); starting it again", exc)
+                ray.shutdown()
     try:
         yield ray
     finally:
