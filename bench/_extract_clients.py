@@ -122,7 +122,9 @@ class ServiceWindow:
 
     def line(self) -> str:
         b = self.breakdown
-        return (f"mean batch {b['mean_batch']:.1f}, model {b['model_ms_per_image']:.1f} ms/img (busy "
+        # model time is summed over the calls, which overlap with EXTRACTOR_MODEL_STREAMS > 1: "busy" can
+        # pass 100% (two calls in progress all the time: 200%)
+        return (f"mean batch {b['mean_batch']:.1f}, model {b['model_ms_per_image']:.1f} ms/img (calls in progress "
                 f"{100 * b['model_busy_share']:.0f}% of the time), decode {b['decode_ms_per_image']:.1f} "
                 f"ms/img, CPU per image: service {b['service_cpu_ms_per_image']:.1f} ms, clients "
                 f"{b['client_cpu_ms_per_image']:.1f} ms; {b['cores_used']:.2f} cores busy")

@@ -1,8 +1,11 @@
 """A dynamic batcher in the style of Ray Serve's `@serve.batch`, for threads.
 
-Callers (request threads) submit items and wait on futures; one background thread takes up to
+Callers (request threads) submit items and wait on futures; a background thread takes up to
 `max_batch_size` queued items, waiting at most `max_wait_s` after the first one for more, and makes ONE
-vectorised call `fn(items) -> outputs`. Each caller gets its own output, or the exception its item raised,
+vectorised call `fn(items) -> outputs`. With `workers` > 1, that many threads do so, so up to that many
+calls run at once (a model on CPU: one call's serial stretches leave cores idle that another fills); while
+a call is in progress, the next batch is gathered until it is full or that call ends, not only for
+`max_wait_s` (the cores are busy anyway, and larger batches use them better). Each caller gets its own output, or the exception its item raised,
 or the whole batch's exception when the call failed or returned the wrong number of outputs. The queue is
 bounded (`max_queue`), so memory stays bounded under overload: `submit` raises `BatcherOverloaded`.
 """
@@ -28,7 +31,8 @@ class BatcherClosed(RuntimeError):
 
 
 class DynamicBatcher:
-    """Coalesce items submitted from many threads into batched calls of `fn` on one worker thread.
+    """Coalesce items submitted from many threads into batched calls of `fn` on `workers` threads (`fn`
+    must then be safe to call concurrently).
 
     `fn` receives a list of items and returns a sequence of outputs of the same length; an output that is
     an Exception instance fails only its own item. `on_batch(size, seconds)` is called after each call.
@@ -42,9 +46,12 @@ class DynamicBatcher:
         max_queue: int = 1024,
         on_batch: Callable[[int, float], None] | None = None,
         name: str = "batcher",
+        workers: int = 1,
     ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1. Received: {max_batch_size}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1. Received: {workers}")
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s must be >= 0. Received: {max_wait_s}")
         self.fn = fn
@@ -54,9 +61,12 @@ class DynamicBatcher:
         self.on_batch = on_batch
         self._queue: deque[tuple[Any, Future]] = deque()
         self._cond = threading.Condition()
+        self._gathering = threading.Lock()
+        self._running = 0  # calls of fn in progress (guarded by _cond)
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(workers)]
+        for t in self._threads:
+            t.start()
 
     def submit(self, items: Sequence[Any]) -> list[Future]:
         """Queue items (kept in order, possibly split across batches); one Future per item."""
@@ -87,8 +97,11 @@ class DynamicBatcher:
         return len(self._queue)
 
     def _take_batch(self) -> list[tuple[Any, Future]]:
-        """Block for the first item, then gather more until full or `max_wait_s` after the first."""
-        with self._cond:
+        """Block for the first item, then gather more until full or `max_wait_s` after the first (while
+        another call is in progress: until full or that call ends). One worker gathers at a time (the others
+        wait their turn), so workers do not split a batch between them. A batch returned counts as a call in
+        progress from here on (the next gatherer must see it at once); `_run_batch` ends the count."""
+        with self._gathering, self._cond:
             while not self._queue and not self._closed:
                 self._cond.wait()
             if self._closed and not self._queue:
@@ -99,12 +112,26 @@ class DynamicBatcher:
                 if self._queue:
                     batch.append(self._queue.popleft())
                     continue
+                if self._closed:
+                    break
+                if self._running:  # another worker's call is in progress: fill up until it ends
+                    self._cond.wait()
+                    continue
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._closed:
+                if remaining <= 0:
                     break
                 self._cond.wait(remaining)
+            self._running += 1
         # Drop items whose callers gave up; mark the rest running so they can no longer be cancelled.
-        return [(item, fut) for item, fut in batch if fut.set_running_or_notify_cancel()]
+        batch = [(item, fut) for item, fut in batch if fut.set_running_or_notify_cancel()]
+        if not batch:
+            self._call_ended()
+        return batch
+
+    def _call_ended(self) -> None:
+        with self._cond:
+            self._running -= 1
+            self._cond.notify_all()  # a worker gathering behind this call runs what it has
 
     def _run(self) -> None:
         while True:
@@ -128,6 +155,7 @@ class DynamicBatcher:
                 fut.set_exception(exc)
             return
         finally:
+            self._call_ended()
             if self.on_batch is not None:
                 try:
                     self.on_batch(len(items), time.perf_counter() - start)
@@ -140,8 +168,10 @@ class DynamicBatcher:
                 fut.set_result(out)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop taking new items; queued items still run; wait for the worker thread."""
+        """Stop taking new items; queued items still run; wait for the worker threads."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))

@@ -41,6 +41,7 @@ class Extractor:
         self.batcher = DynamicBatcher(
             self._run_model, max_batch_size=config.batch_size_for(device), max_wait_s=config.max_wait_ms / 1000.0,
             max_queue=config.max_queue, on_batch=self.metrics.observe_batch, name="model-batcher",
+            workers=config.model_streams_for(device),
         )
 
     def _run_model(self, images: list[np.ndarray]) -> np.ndarray:

@@ -160,3 +160,79 @@ def test_closed_batcher_refuses_but_finishes_queued_items():
 def test_invalid_settings():
     with pytest.raises(ValueError, match="max_batch_size"):
         DynamicBatcher(lambda x: x, max_batch_size=0)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        DynamicBatcher(lambda x: x, workers=0)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_workers_run_that_many_calls_at_once(make, workers):
+    """Two calls meet at a barrier: only two workers can have both inside `fn` together."""
+    meet = threading.Barrier(2, timeout=2)
+
+    def fn(items):
+        meet.wait()
+        return [x * 10 for x in items]
+
+    b = make(fn, max_batch_size=2, max_wait_s=0, workers=workers)
+    with ThreadPoolExecutor(2) as pool:
+        calls = [pool.submit(b, [1, 2]), pool.submit(b, [3, 4])]
+        if workers == 2:
+            assert [c.result(10) for c in calls] == [[10, 20], [30, 40]]
+        else:
+            with pytest.raises(threading.BrokenBarrierError):
+                calls[0].result(10)
+
+
+def test_workers_do_not_split_a_batch_being_gathered(make):
+    """Items trickling in within the wait all join the batch the first worker is gathering; the second
+    worker waits its turn instead of starting a batch of its own."""
+    rec = Recorder()
+    b = make(rec, max_batch_size=8, max_wait_s=2.0, workers=2)
+    futures = []
+    for i in range(8):
+        futures += b.submit([i])
+        time.sleep(0.005)
+    assert [f.result(10) for f in futures] == [i * 10 for i in range(8)]
+    assert rec.batches == [list(range(8))]
+
+
+def test_while_a_call_runs_the_next_batch_fills_up_past_the_wait(make):
+    """The cores are busy with the first call: items arriving one by one, each after max_wait_s, still
+    join one batch (until full), instead of starting calls of one."""
+    rec = Recorder()
+    rec.release.clear()
+    b = make(rec, max_batch_size=4, max_wait_s=0.005, workers=2)
+    first = b.submit([0])
+    assert rec.entered.wait(5)
+    rest = []
+    for i in range(1, 5):
+        rest += b.submit([i])
+        time.sleep(0.03)  # six times max_wait_s
+    deadline = time.monotonic() + 5
+    while len(rec.batches) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert rec.batches == [[0], [1, 2, 3, 4]]
+    rec.release.set()
+    assert [f.result(5) for f in first + rest] == [0, 10, 20, 30, 40]
+
+
+def test_when_the_running_call_ends_the_gathered_batch_runs_at_once(make):
+    gate = threading.Event()
+    calls = []
+
+    def fn(items):
+        calls.append(list(items))
+        if items == [0]:
+            gate.wait(5)
+        return [x * 10 for x in items]
+
+    b = make(fn, max_batch_size=8, max_wait_s=0.005, workers=2)
+    first = b.submit([0])
+    while not calls:
+        time.sleep(0.001)
+    second = b.submit([1])
+    time.sleep(0.05)
+    assert calls == [[0]]  # gathering behind the running call, not yet full
+    gate.set()
+    assert first[0].result(5) == 0 and second[0].result(5) == 10
+    assert calls == [[0], [1]]

@@ -12,6 +12,13 @@ def test_defaults_match_the_contract():
     assert (c.weights, c.input_size, c.precision) == ("auto", 224, "fp32")
     assert (c.max_file_bytes, c.max_pixels) == (20_000_000, 40_000_000)
     assert c.batch_size_for("CPU") == 8 and c.batch_size_for("GPU") == 64
+    assert c.model_streams_for("CPU") == 2 and c.model_streams_for("GPU") == 1
+
+
+def test_model_streams_as_configured_except_under_openvino():
+    assert ExtractorConfig.from_env({"EXTRACTOR_MODEL_STREAMS": "3"}).model_streams_for("GPU") == 3
+    openvino = ExtractorConfig.from_env({"EXTRACTOR_MODEL_STREAMS": "3", "EXTRACTOR_RUNTIME": "openvino"})
+    assert openvino.model_streams_for("CPU") == 1  # one infer request behind the compiled model's call
 
 
 def test_environment_is_parsed_and_overrides_win():
@@ -29,6 +36,7 @@ def test_environment_is_parsed_and_overrides_win():
     ({"EXTRACTOR_RUNTIME": "onnx"}, "tensorflow or openvino"),
     ({"EXTRACTOR_MAX_PARTS": "0"}, "EXTRACTOR_MAX_PARTS must be at least 1"),
     ({"EXTRACTOR_MAX_BATCH_SIZE": "-1"}, "EXTRACTOR_MAX_BATCH_SIZE must be >= 0"),
+    ({"EXTRACTOR_MODEL_STREAMS": "-1"}, "EXTRACTOR_MODEL_STREAMS must be >= 0"),
 ])
 def test_bad_values_are_named(env, match):
     with pytest.raises(ValueError, match=match):
