@@ -4,14 +4,17 @@ and for the re-ranked quantised float indexes (IVF_SQ8 / IVF_PQ: catalog.rerank)
 A binary-code catalogue is three Milvus collections:
 
     <collection>              name, code (BINARY_VECTOR, BIN_IVF_FLAT, Hamming), meta, scalar fields
-    <collection>__floats      name, vector (FLOAT_VECTOR, FLAT): the float vectors, read only to re-rank
+    <collection>__floats      name, vector: the vectors for re-ranking, read only for that
     <collection>__projection  the learned projection (catalog.codes_store)
 
-Milvus 2.3 allows one vector field per collection, so the floats for re-ranking live in a collection of
-their own, fetched by name for the K candidates of a Hamming search. A real FLOAT_VECTOR field (not text)
-is what Milvus memory-maps when `queryNode.mmapDirPath` is set, so that the floats cost page cache, not
-resident memory; but on 2.3.5 mmap makes lookups by name miss rows, so the product keeps it off and the
-floats stay resident there (docs/SCALING.md). FLAT is the cheapest index 2.3 loads a collection with.
+Milvus 2.3 allows one vector field per collection, so the vectors for re-ranking live in a collection of
+their own, fetched by name for the K candidates of a Hamming search. Milvus keeps a loaded collection
+resident (on 2.3.5 mmap makes lookups by name miss rows, so the product keeps it off: docs/SCALING.md), so
+what the floats collection holds per row is what the mode costs: new collections store each vector as one
+signed byte a dimension (`int8`: a BINARY_VECTOR of 8 x dim bits under BIN_FLAT, the cheapest index that
+keeps the raw bytes: 1/4 of float32), older ones float32 (FLOAT_VECTOR, FLAT). Re-ranking by cosine is
+scale-free, so a vector is stored as round(127 v / max|v|) and read back normalised: its cosine to a
+query moves by ~1e-3 (tests/catalog/test_binary_codes.py), well under the gaps re-ranking decides.
 
 Write order: an upsert writes the floats first, then the codes; a delete removes the codes first, then the
 floats. A crash between the two leaves at worst floats nobody can find (no code points at them), never a
@@ -42,25 +45,52 @@ def floats_name(collection: str) -> str:
     return collection + FLOATS_SUFFIX
 
 
-class FloatsStore:
-    """A binary-code collection's float vectors by name, through the Catalog's `call` / `read`."""
+FLOATS_ENCODINGS = ("int8", "float32")
 
-    def __init__(self, call: Callable[..., Any], read: Callable[..., Any], name: str):
-        self.call, self.read, self.name = call, read, name
+
+def to_int8(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled so its largest magnitude is 127 and rounded: (n, d) int8 (cosine is scale-free)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    peak = np.abs(vectors).max(axis=1, keepdims=True, initial=0.0)
+    return np.rint(vectors * (127.0 / np.maximum(peak, np.float32(1e-30)))).astype(np.int8)
+
+
+def from_int8(codes: np.ndarray) -> np.ndarray:
+    """int8 rows back to L2-normalised float32 vectors (an all-zero row stays zero)."""
+    vectors = np.asarray(codes, dtype=np.int8).astype(np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)
+
+
+class FloatsStore:
+    """A binary-code collection's vectors for re-ranking, by name, through the Catalog's `call` / `read`;
+    stored as `encoding` ("int8" or "float32", see the module docstring), always read as float32."""
+
+    def __init__(self, call: Callable[..., Any], read: Callable[..., Any], name: str, encoding: str = "float32"):
+        if encoding not in FLOATS_ENCODINGS:
+            raise CatalogError(f"unknown floats encoding {encoding!r} (one of {', '.join(FLOATS_ENCODINGS)})")
+        self.call, self.read, self.name, self.encoding = call, read, name, encoding
 
     def create(self, dim: int, timeout: float) -> None:
-        """Create (replacing any leftover), index FLAT and load the floats collection."""
+        """Create (replacing any leftover), index and load the floats collection."""
         self.drop()
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field(S.NAME_FIELD, DataType.VARCHAR, is_primary=True, max_length=S.NAME_MAX_LENGTH)
-        schema.add_field(S.VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
         index = MilvusClient.prepare_index_params()
-        index.add_index(field_name=S.VECTOR_FIELD, index_type="FLAT", metric_type=S.METRIC, index_name=S.VECTOR_FIELD)
+        if self.encoding == "int8":
+            schema.add_field(S.VECTOR_FIELD, DataType.BINARY_VECTOR, dim=8 * dim)
+            index.add_index(field_name=S.VECTOR_FIELD, index_type="BIN_FLAT", metric_type="HAMMING",
+                            index_name=S.VECTOR_FIELD)
+        else:
+            schema.add_field(S.VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
+            index.add_index(field_name=S.VECTOR_FIELD, index_type="FLAT", metric_type=S.METRIC,
+                            index_name=S.VECTOR_FIELD)
         self.call("create_collection", self.name, schema=schema, index_params=index, consistency_level="Bounded",
                   timeout=timeout)
 
     def upsert(self, names: Sequence[str], vectors: np.ndarray) -> None:
-        self.call("upsert", self.name, [{S.NAME_FIELD: n, S.VECTOR_FIELD: v} for n, v in zip(names, vectors)])
+        values = [c.tobytes() for c in to_int8(vectors)] if self.encoding == "int8" else vectors
+        self.call("upsert", self.name, [{S.NAME_FIELD: n, S.VECTOR_FIELD: v} for n, v in zip(names, values)])
 
     def delete(self, names: Sequence[str]) -> None:
         self.call("delete", self.name, filter=names_filter(names))
@@ -76,11 +106,20 @@ class FloatsStore:
             for at in range(0, len(wanted), FETCH_CHUNK):
                 rows = self.read("query", self.name, filter=names_filter(wanted[at:at + FETCH_CHUNK]),
                                  output_fields=[S.NAME_FIELD, S.VECTOR_FIELD], consistency_level=level)
-                out.update((r[S.NAME_FIELD], np.asarray(r[S.VECTOR_FIELD], dtype=np.float32)) for r in rows)
+                if rows:
+                    vectors = self._vectors([r[S.VECTOR_FIELD] for r in rows])
+                    out.update(zip((r[S.NAME_FIELD] for r in rows), vectors))
             wanted = [n for n in wanted if n not in out]
             if not wanted:
                 break
         return out
+
+    def _vectors(self, values: list[Any]) -> np.ndarray:
+        """Stored values (float lists, or int8 bytes: pymilvus gives a binary vector as [bytes]) as float32 rows."""
+        if self.encoding == "float32":
+            return np.asarray(values, dtype=np.float32)
+        raw = b"".join(v[0] if isinstance(v, list) else v for v in values)
+        return from_int8(np.frombuffer(raw, dtype=np.int8).reshape(len(values), -1))
 
     def drop(self) -> None:
         if self.call("has_collection", self.name):
@@ -111,23 +150,26 @@ class CompactModes:
 
     def floats(self) -> FloatsStore:
         """The floats collection (its name recorded with the collection)."""
-        name = self.properties().get(S.PROP_FLOATS) or floats_name(self.collection)
-        return FloatsStore(self._call, self._read, name)
+        props = self.properties()
+        name = props.get(S.PROP_FLOATS) or floats_name(self.collection)
+        return FloatsStore(self._call, self._read, name, props.get(S.PROP_FLOATS_ENCODING) or "float32")
 
     def diskann_refusal(self) -> str | None:
         """None when the server can build DISKANN indexes, else why not (catalog.milvus23, item 6)."""
         return milvus23.diskann_refusal(self._call)
 
-    def _create_binary(self, dim: int, projection: Projection, timeout: float) -> dict[str, str]:
+    def _create_binary(self, dim: int, projection: Projection, timeout: float,
+                       floats_encoding: str = "int8") -> dict[str, str]:
         """Store the projection and create the floats collection (both before the collection itself, so a
         collection that exists always has them); returns the properties that record them."""
         if projection.dim != dim:
             raise CatalogError(f"the projection is for {projection.dim}-d vectors, the collection {dim}-d")
         store = ProjectionStore(self._call, sidecar_name(self.collection))
-        floats = FloatsStore(self._call, self._read, floats_name(self.collection))
+        floats = FloatsStore(self._call, self._read, floats_name(self.collection), floats_encoding)
         floats.create(dim, timeout)
         return {S.PROP_MODE: "binary", S.PROP_CODE_BITS: str(projection.bits), S.PROP_PROJECTION: store.name,
-                S.PROP_PROJECTION_SHA: store.save(projection, timeout), S.PROP_FLOATS: floats.name}
+                S.PROP_PROJECTION_SHA: store.save(projection, timeout), S.PROP_FLOATS: floats.name,
+                S.PROP_FLOATS_ENCODING: floats.encoding}
 
     def _drop_binary(self) -> None:
         """Drop the floats and projection collections (after the collection itself)."""

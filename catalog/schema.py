@@ -46,6 +46,7 @@ PROP_CODE_BITS = "code_bits"  # binary mode: bits per code
 PROP_PROJECTION = "projection"  # binary mode: the collection that stores the learned projection
 PROP_PROJECTION_SHA = "projection_sha256"  # binary mode: digest of the stored projection
 PROP_FLOATS = "floats_collection"  # binary mode: the collection of the float vectors (re-ranking)
+PROP_FLOATS_ENCODING = "floats_encoding"  # binary mode: "int8" or "float32" (absent in older collections)
 
 CODE_FIELD = "code"  # binary mode: BINARY_VECTOR(bits)
 HAMMING = "HAMMING"

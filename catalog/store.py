@@ -130,15 +130,17 @@ class Catalog(CompactModes):
         return dict(json.loads(raw)) if raw else {}
 
     def create(self, dim: int, fingerprint: str, index: S.IndexSpec | None = S.DEFAULT_INDEX,
-               scalar_fields: dict[str, str] | None = None, projection: Projection | None = None) -> None:
+               scalar_fields: dict[str, str] | None = None, projection: Projection | None = None,
+               floats_encoding: str = "int8") -> None:
         """Create the collection; with `index`, also build the (empty) index and load it. Scalar fields
         (name -> "str" | "int" | "float" | "bool") get their scalar indexes at once. With `projection`, a
-        binary-code collection: the projection and floats collections are made first (catalog.modes)."""
+        binary-code collection: the projection and floats collections are made first, the vectors for
+        re-ranking stored as `floats_encoding` ("int8" or "float32"; catalog.modes)."""
         props = {S.PROP_FINGERPRINT: fingerprint, S.PROP_DIM: str(dim), S.PROP_SCHEMA_VERSION: S.SCHEMA_VERSION,
                  S.PROP_SCALAR_FIELDS: S.scalar_fields_property(scalar_fields)}
         bits = None
         if projection is not None:
-            props.update(self._create_binary(dim, projection, max(self.timeout, CREATE_TIMEOUT_S)))
+            props.update(self._create_binary(dim, projection, max(self.timeout, CREATE_TIMEOUT_S), floats_encoding))
             bits = projection.bits
             if index is not None and index.code_bits != bits:
                 index = S.binary_spec(bits)
@@ -170,15 +172,17 @@ class Catalog(CompactModes):
         force: bool = False,
         scalar_fields: dict[str, str] | None = None,
         projection: Projection | None = None,
+        floats_encoding: str = "int8",
     ) -> bool:
         """Create the collection when missing, else check it fits; returns True when it was created.
 
         Raises FingerprintMismatch (unless `force`), DimensionMismatch, or CatalogError when `scalar_fields`
         asks for fields the existing collection was not created with (they are fixed at creation).
-        `projection` makes a new collection a binary-code one (an existing one keeps its own).
+        `projection` makes a new collection a binary-code one (an existing one keeps its own), with its
+        vectors for re-ranking stored as `floats_encoding`.
         """
         if not self.exists():
-            self.create(dim, fingerprint, index, scalar_fields, projection)
+            self.create(dim, fingerprint, index, scalar_fields, projection, floats_encoding)
             return True
         if scalar_fields:
             have = self.scalar_fields()

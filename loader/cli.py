@@ -89,6 +89,9 @@ def import_options(fn):
                        "docs/SCALING.md).")
     @click.option("--code-sample", type=click.IntRange(1000, 10_000_000), default=100_000, show_default=True,
                   help="BIN_ITQ*: rows the codes are learned from (evenly spaced through the file).")
+    @click.option("--rerank-floats", type=click.Choice(["int8", "float32"]), default="int8", show_default=True,
+                  help="BIN_ITQ*: how the vectors for re-ranking are stored: a byte a dimension (scores within "
+                       "~1e-3 of exact, a quarter of the memory) or float32 (exact).")
     @click.option("--index-params", default=None, help='Index build parameters as JSON, e.g. \'{"M": 32}\'.')
     @click.option("--bulk-dir", type=click.Path(file_okay=False), default=None,
                   help="Bulk mode: a directory the Milvus server can read (its local storage path).")
@@ -152,7 +155,7 @@ def _import_opts(kw: dict, **more) -> ImportOptions:
         bulk_rows=kw["bulk_rows"], bulk_format=kw["bulk_format"], bulk_s3=_s3_target(kw),
         state_dir=kw["state_dir"], retry_seconds=kw["retry_seconds"], quiet=kw["quiet"],
         restart_grace=_settings().restart_grace, scalar_fields=_scalar_fields(kw["scalar_fields"]),
-        meta=kw["meta"], code_sample=kw["code_sample"], **more,
+        meta=kw["meta"], code_sample=kw["code_sample"], floats_encoding=kw["rerank_floats"], **more,
     )
 
 

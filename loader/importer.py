@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 def prepare_collection(catalog: Catalog, src: Source, force: bool,
                        scalar_fields: dict[str, str] | None = None, index: IndexSpec | None = None,
-                       code_sample: int = SAMPLE_ROWS) -> None:
+                       code_sample: int = SAMPLE_ROWS, floats_encoding: str = "int8") -> None:
     """Create the collection (no vector index yet: it is built after the data lands; the declared scalar
     fields and their indexes at once) or check it fits. A binary mode (`index`) creates a binary-code
     collection, its codes learned from a sample of the file first; a collection's mode cannot change."""
@@ -54,7 +54,7 @@ def prepare_collection(catalog: Catalog, src: Source, force: bool,
         except ValueError as exc:
             raise CatalogError(f"cannot use {index.index_type}: {exc}") from None
     src.created = catalog.ensure(src.dim, src.fingerprint or "", index=None, force=force,
-                                 scalar_fields=scalar_fields, projection=projection)
+                                 scalar_fields=scalar_fields, projection=projection, floats_encoding=floats_encoding)
     have = catalog.code_bits()
     if bits and have != bits:  # a binary-code collection keeps its mode whatever --index says
         kind = f"{have}-bit codes" if have else "float vectors"
@@ -151,7 +151,8 @@ def import_h5(
             raise CatalogError(f"the Milvus server at {catalog.uri} cannot build DISKANN indexes ({why}); use "
                                "--index IVF_SQ8 or IVF_PQ (compact too, docs/SCALING.md), or a Milvus built with "
                                "DiskANN and queryNode.enableDisk: true")
-    prepare_collection(catalog, src, opts.force, opts.scalar_fields, opts.index, opts.code_sample)
+    prepare_collection(catalog, src, opts.force, opts.scalar_fields, opts.index, opts.code_sample,
+                       opts.floats_encoding)
     state = ImportState(opts.state_dir, src.layout.path, catalog.uri, catalog.collection, opts.mode,
                         (src.layout.vectors, src.layout.names))
     state.load(catalog.collection_id())

@@ -36,3 +36,4 @@ class ImportOptions:
     scalar_fields: dict[str, str] = field(default_factory=dict)  # declared when the import creates the collection
     meta: str | Path | None = None  # a JSON lines or CSV file of per-name meta (loader/meta.py)
     code_sample: int = 100_000  # binary modes: rows the codes are learned from (--code-sample; loader/codes.py)
+    floats_encoding: str = "int8"  # binary modes: how the re-ranking vectors are stored (--rerank-floats)

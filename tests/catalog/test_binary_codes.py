@@ -92,3 +92,24 @@ def test_training_memory_is_the_projected_sample_not_copies_of_it():
     finally:
         tracemalloc.stop()
     assert peak < 2 * sample.nbytes, f"training peaked at {peak / sample.nbytes:.1f}x the sample"
+
+
+def test_int8_storage_of_the_reranking_vectors_keeps_their_order(data):
+    """What a binary-code collection keeps for re-ranking (catalog.modes): a byte a dimension, read back
+    normalised, scoring within ~1e-3 of the floats, so re-ranking picks the same neighbours."""
+    from catalog.modes import from_int8, to_int8
+
+    x, q = data[0][:2000], data[1][:20]
+    codes = to_int8(x)
+    assert codes.dtype == np.int8 and codes.shape == x.shape
+    assert (np.abs(codes).max(axis=1) == 127).all()  # every row uses the whole range
+    back = from_int8(codes)
+    np.testing.assert_allclose(np.linalg.norm(back, axis=1), 1.0, rtol=1e-5)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    exact, stored = q @ unit.T, q @ back.T
+    assert np.abs(exact - stored).max() < 2e-3
+    top_exact = np.argsort(-exact, axis=1)[:, :10]
+    top_stored = np.argsort(-stored, axis=1)[:, :10]
+    same = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top_exact, top_stored)])
+    assert same >= 0.98, same
+    assert not from_int8(to_int8(np.zeros((1, 8), np.float32))).any()  # a zero row stays zero, no NaN

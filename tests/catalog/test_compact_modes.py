@@ -1,7 +1,8 @@
 """Compact modes on a real Milvus (issue 20): each returns what exact search returns on a catalogue at
 its configured recall (on 10k rows: the same behaviour as 20k in half the time); a binary-code collection keeps its projection across a server restart, takes single
 inserts and deletes in the write order that keeps a half-done one unsearchable, gives back float vectors
-like a float collection, and is dropped with its floats and projection collections.
+like a float collection (stored as int8 for re-ranking, or float32 as older collections do), and is
+dropped with its floats and projection collections.
 
 One Milvus server for the module (its own: one test restarts it), the binary catalogue built once."""
 
@@ -51,8 +52,8 @@ def data() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     return [f"img_{i:06d}.jpg" for i in range(N)], x, q, truth
 
 
-def fill(cat: Catalog, names, x, spec: IndexSpec, projection=None) -> None:
-    cat.create(DIM, FP, index=None, projection=projection)
+def fill(cat: Catalog, names, x, spec: IndexSpec, projection=None, floats_encoding="int8") -> None:
+    cat.create(DIM, FP, index=None, projection=projection, floats_encoding=floats_encoding)
     for start in range(0, len(names), 5000):
         cat.upsert(names[start:start + 5000], x[start:start + 5000])
     cat.flush()
@@ -105,7 +106,29 @@ def test_binary_codes_with_reranking_find_what_exact_search_finds(binary, data):
     hits = cat.search(q[:1], top_k=10)[0]
     scores = [h["score"] for h in hits]
     assert scores == sorted(scores, reverse=True)
-    assert hits[0]["score"] == pytest.approx(float(q[0] @ data[1][names.index(hits[0]["name"])]), abs=1e-5)
+    # re-ranked with the int8-stored vectors: the exact cosine within their rounding
+    assert hits[0]["score"] == pytest.approx(float(q[0] @ data[1][names.index(hits[0]["name"])]), abs=2e-3)
+    desc = cat.client.describe_collection(floats_name(cat.collection))
+    vec = next(f for f in desc["fields"] if f["name"] == S.VECTOR_FIELD)
+    assert int(vec["params"]["dim"]) == 8 * DIM  # one byte a dimension: a quarter of float32's memory
+
+
+def test_a_float32_floats_collection_reranks_exactly(milvus_server, data):
+    """What binary collections made before the int8 encoding store; they read and search as before."""
+    names, x, q, truth = data
+    cat = Catalog(milvus_server.uri, collection="t_binary_f32", timeout=60)
+    cat.drop()
+    try:
+        fill(cat, names, x, S.binary_spec(256, {"nlist": 64}), train_itq(x[:5000], 256, iterations=5), "float32")
+        assert cat.properties()[S.PROP_FLOATS_ENCODING] == "float32"
+        assert recall(cat, names, q, truth, cat.index_spec()) >= 0.9
+        hit = cat.search(q[:1], top_k=1)[0][0]
+        assert hit["score"] == pytest.approx(float(q[0] @ x[names.index(hit["name"])]), abs=1e-5)
+        row = cat.get([names[5]], with_vectors=True)[0]
+        np.testing.assert_allclose(row["vector"], x[5] / np.linalg.norm(x[5]), atol=1e-6)
+    finally:
+        cat.drop()
+        cat.close()
 
 
 def test_the_projection_survives_a_restart_and_gives_the_same_results(binary, milvus_server, data):
@@ -121,7 +144,7 @@ def test_the_projection_survives_a_restart_and_gives_the_same_results(binary, mi
         props = again.properties()
         assert props[S.PROP_MODE] == "binary" and props[S.PROP_CODE_BITS] == "256"
         assert props[S.PROP_PROJECTION] == sidecar_name(cat.collection)
-        assert props[S.PROP_FLOATS] == floats_name(cat.collection)
+        assert props[S.PROP_FLOATS] == floats_name(cat.collection) and props[S.PROP_FLOATS_ENCODING] == "int8"
         assert again.dim() == DIM
     finally:
         again.close()
@@ -134,7 +157,8 @@ def test_binary_mode_takes_single_inserts_and_deletes_and_returns_float_vectors(
     cat.upsert(["new.jpg"], v[None, :], [{"k": 1}])
     assert cat.search(v[None, :], top_k=1, consistency_level="Strong")[0][0]["name"] == "new.jpg"
     row = cat.get(["new.jpg"], with_vectors=True)[0]
-    assert row["meta"] == {"k": 1} and np.allclose(row["vector"], v)
+    assert row["meta"] == {"k": 1} and np.allclose(row["vector"], v, atol=3e-3)  # int8-stored, normalised
+    assert float(row["vector"] @ v) > 0.999
     cat.delete(["new.jpg"])
     hits = cat.search(v[None, :], top_k=3, consistency_level="Strong")[0]
     assert "new.jpg" not in {h["name"] for h in hits}

@@ -26,11 +26,25 @@ def test_import_into_binary_codes_then_reimport_keeps_the_projection(milvus_serv
     digest = catalog.properties()[S.PROP_PROJECTION_SHA]
     unit = vectors[11] / np.linalg.norm(vectors[11])
     hit = catalog.search(unit[None, :], top_k=1, consistency_level="Strong")[0][0]
-    assert hit["name"] == names[11] and hit["score"] == pytest.approx(1.0, abs=1e-5)
+    # re-ranked with the int8-stored vectors (--rerank-floats int8, the default): within their rounding
+    assert hit["name"] == names[11] and hit["score"] == pytest.approx(1.0, abs=1e-3)
+    assert catalog.properties()[S.PROP_FLOATS_ENCODING] == "int8"
 
     # A second import (default --index) upserts through the same projection.
     assert run_loader("import", str(tmp_path / "a.h5"), *base).returncode == 0
     assert catalog.count() == 1200 and catalog.properties(refresh=True)[S.PROP_PROJECTION_SHA] == digest
+
+
+def test_rerank_floats_float32_keeps_exact_scores(milvus_server, catalog, tmp_path, state_dir):
+    vectors, names = write_classic(tmp_path / "a.h5", 1200, dim=256)
+    res = run_loader("import", str(tmp_path / "a.h5"), "--milvus-uri", milvus_server.uri, "--collection",
+                     catalog.collection, "-q", "--index", "BIN_ITQ256", "--code-sample", "1000",
+                     "--index-params", '{"nlist": 32}', "--rerank-floats", "float32")
+    assert res.returncode == 0, res.stderr
+    assert catalog.properties()[S.PROP_FLOATS_ENCODING] == "float32"
+    unit = vectors[7] / np.linalg.norm(vectors[7])
+    hit = catalog.search(unit[None, :], top_k=1, consistency_level="Strong")[0][0]
+    assert hit["name"] == names[7] and hit["score"] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_binary_modes_refuse_bulk_mode_float_collections_and_narrow_vectors(milvus_server, catalog, tmp_path,
