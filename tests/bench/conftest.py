@@ -66,7 +66,8 @@ def _commands(workdir) -> dict[str, tuple[list[str], float, dict[str, str]]]:
     """name -> (arguments after the interpreter, timeout in seconds, extra environment)."""
     return {
         "search": (["bench/search.py", "--tiny"], 900, {}),
-        "load": (["bench/load.py", "--rows", "5000", "--repeat", "1", "--index", "FLAT", "--sweep-after", "1"],
+        "load": (["bench/load.py", "--rows", "5000", "--repeat", "1", "--index", "FLAT", "--sweep-after", "1",
+                  "--ours-runs", "2"],
                  600, {"TMPDIR": str(workdir("load"))}),  # Milvus data and the bench file: checked gone after
         "scale": (["bench/scale.py", "--rows", "2000", "--dim", "256", "--queries", "20", "--modes",
                    "IVF_SQ8,BIN_ITQ256", "--search-variants", '[{"nprobe": 8}]', "--workdir", str(workdir("scale"))],

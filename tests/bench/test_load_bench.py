@@ -62,6 +62,11 @@ def test_load_bench_runs_on_tiny_sizes(bench_runs):
     points = {re.search(r"([\d,]+)-row inserts x (\d) in flight", ln).groups() for ln in before}
     assert points == {(b, k) for b in ("5,000", "10,000", "20,000") for k in "124"}
     assert out.index("before:") < out.index("ours (insert mode") < out.index("after:")
+    runs = re.search(r"2 runs: ([\d,]+), ([\d,]+) rows/s \(best ([\d,]+), median", out)
+    assert runs, out  # the best of our runs is what the RESULT sets against the ceiling
+    first, second, top = (_number(g.replace(",", "")) for g in runs.groups())
+    assert top == max(first, second)
+    assert _number(re.search(rf"load_insert_vs_ceiling ours={NUMBER}", out).group(1)) == pytest.approx(top, abs=1)
 
     assert not list(tmp_path.iterdir()), "the benchmark left files in its temp dir"
     shm = Path("/dev/shm")  # bulk files are staged there when it has room
