@@ -5,9 +5,10 @@ Callers (request threads) submit items and wait on futures; a background thread 
 vectorised call `fn(items) -> outputs`. With `workers` > 1, that many threads do so, so up to that many
 calls run at once (a model on CPU: one call's serial stretches leave cores idle that another fills); while
 a call is in progress, the next batch is gathered until it is full or that call ends, not only for
-`max_wait_s` (the cores are busy anyway, and larger batches use them better). Each caller gets its own output, or the exception its item raised,
-or the whole batch's exception when the call failed or returned the wrong number of outputs. The queue is
-bounded (`max_queue`), so memory stays bounded under overload: `submit` raises `BatcherOverloaded`.
+`max_wait_s` (the cores are busy anyway, and larger batches use them better). Each caller gets its own
+output, or the exception its item raised, or the whole batch's exception when the call failed or returned
+the wrong number of outputs. The queue is bounded (`max_queue`), so memory stays bounded under overload:
+`submit` raises `BatcherOverloaded`.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class DynamicBatcher:
         self._queue: deque[tuple[Any, Future]] = deque()
         self._cond = threading.Condition()
         self._gathering = threading.Lock()
-        self._running = 0  # calls of fn in progress (guarded by _cond)
+        self._running = 0  # batches taken and not yet finished (guarded by _cond)
         self._closed = False
         self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(workers)]
         for t in self._threads:
