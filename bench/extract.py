@@ -114,11 +114,15 @@ class Plan:
         s = args.image_scale or (max(1, speed // 2) if args.quick else speed)
         sizes = sorted(int(b) for b in args.batch_sizes.split(","))
         rounds = args.rounds or (2 if args.quick else 4)
-        batched = 32 * max(1, s // 4 if args.quick else s // 2)
-        batched = -(-batched // sizes[-1]) * sizes[-1]  # whole batches of the largest size
         if args.quick:
+            batched = 32 * max(1, s // 4)
+            batched = -(-batched // sizes[-1]) * sizes[-1]  # whole batches of the largest size
             return cls(8 * s, {1: 8 * s, 4: 16 * s}, rounds, batched, 32 * s, sizes)
-        return cls(32 * s, {1: 24 * s, 4: 48 * s}, rounds, batched, max(32, 24 * s), sizes)
+        # Full runs: at least 8 requests per client at 16 clients (a service under sustained load, not a
+        # burst of two requests each, most of it ramp-up and tail) and 3 batches of the largest size.
+        batched = max(32 * max(1, s // 2), 3 * sizes[-1])
+        batched = -(-batched // sizes[-1]) * sizes[-1]
+        return cls(32 * s, {1: 24 * s, 4: 48 * s}, rounds, batched, max(128, 24 * s), sizes)
 
 
 def main(argv: list[str] | None = None) -> int:
