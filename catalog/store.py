@@ -251,6 +251,13 @@ class Catalog(CompactModes):
         if self.code_bits():
             self._call("load_collection", self.floats().name, timeout=None)
 
+    def release(self) -> None:
+        """Release the collection (and a binary-code one's floats) from the query nodes (idempotent): rows
+        written to a released collection go to storage only, not into the query node's growing segments."""
+        self._call("release_collection", self.collection, timeout=None)
+        if self.code_bits():
+            self._call("release_collection", self.floats().name, timeout=None)
+
     def is_loaded(self) -> bool:
         """Whether the collection is loaded and can be searched."""
         state = self._call("get_load_state", self.collection)

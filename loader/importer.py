@@ -55,6 +55,11 @@ def prepare_collection(catalog: Catalog, src: Source, force: bool,
             raise CatalogError(f"cannot use {index.index_type}: {exc}") from None
     src.created = catalog.ensure(src.dim, src.fingerprint or "", index=None, force=force,
                                  scalar_fields=scalar_fields, projection=projection, floats_encoding=floats_encoding)
+    if src.created and projection is not None:
+        # Creating the floats collection with its index loads it; written to while loaded, the query node
+        # holds every inserted row in growing segments until they are sealed and indexed (10M x 512-d: Milvus
+        # at 20 GB during the import). Released, rows go to storage only; finish_collection loads both.
+        catalog.release()
     have = catalog.code_bits()
     if bits and have != bits:  # a binary-code collection keeps its mode whatever --index says
         kind = f"{have}-bit codes" if have else "float vectors"

@@ -28,9 +28,11 @@ def test_scale_bench_runs_each_mode_on_a_tiny_catalogue(bench_runs):
     assert not [ln for ln in lines if ln.startswith("RESULT") and not RESULT.match(ln)]
     for mode in ("ivf_sq8", "bin_itq256"):
         for figure in ("import_rows_per_s", "index_after_import_s", "milvus_rss_loaded", "milvus_anon_loaded",
-                       "milvus_disk", "recall_at_10", "search_p50", "search_p99", "loader_peak_rss"):
+                       "milvus_disk", "recall_at_10", "search_p50", "search_p99", "loader_peak_rss",
+                       "milvus_peak_rss_import", "quiet_after_load_s"):
             assert f"scale_{mode}_2k_{figure}" in results, f"no RESULT scale_{mode}_2k_{figure}"
         assert results[f"scale_{mode}_2k_recall_at_10"] >= 0.9
+        assert results[f"scale_{mode}_2k_milvus_peak_rss_import"] > 50  # sampled: a running Milvus, not 0
         for variant in ("nprobe8", "defaults_again"):  # --search-variants: its own figures, then the defaults
             for figure in ("recall_at_10", "search_p50", "search_p99"):
                 assert f"scale_{mode}_2k_{variant}_{figure}" in results

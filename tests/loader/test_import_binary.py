@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from catalog import schema as S
+from loader.importer import ImportOptions, finish_collection, inspect_file, prepare_collection
 from tests.loader.conftest import run_loader, write_classic
 
 pytestmark = pytest.mark.integration
@@ -33,6 +34,32 @@ def test_import_into_binary_codes_then_reimport_keeps_the_projection(milvus_serv
     # A second import (default --index) upserts through the same projection.
     assert run_loader("import", str(tmp_path / "a.h5"), *base).returncode == 0
     assert catalog.count() == 1200 and catalog.properties(refresh=True)[S.PROP_PROJECTION_SHA] == digest
+
+
+def _load_state(uri: str, name: str) -> str:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=uri)
+    try:
+        return str(client.get_load_state(name)["state"])
+    finally:
+        client.close()
+
+
+def test_a_new_binary_collection_is_written_released_and_loaded_once_indexed(milvus_server, catalog, tmp_path):
+    # Written to while loaded, the query node would hold every row in growing segments (10M: 20 GB).
+    vectors, names = write_classic(tmp_path / "a.h5", 1200, dim=256)
+    opts = ImportOptions(index=S.binary_spec(256, {"nlist": 32}), code_sample=1000)
+    src = inspect_file(tmp_path / "a.h5", opts, None)
+    prepare_collection(catalog, src, False, index=opts.index, code_sample=1000)
+    floats = catalog.floats().name
+    assert catalog.code_bits() == 256
+    assert "NotLoad" in _load_state(milvus_server.uri, floats)
+    assert "NotLoad" in _load_state(milvus_server.uri, catalog.collection)
+    catalog.floats().upsert(names[:5], vectors[:5])
+    finish_collection(catalog, opts.index, retry_seconds=30)
+    assert _load_state(milvus_server.uri, floats).endswith("Loaded")
+    assert catalog.is_loaded()
 
 
 def test_rerank_floats_float32_keeps_exact_scores(milvus_server, catalog, tmp_path, state_dir):
