@@ -152,8 +152,10 @@ class DuplicateFinder:
                 or time.time() - (job.finished or 0) > self.ttl)
 
     def _prune(self, keep_name: str) -> None:
-        """Drop the oldest records beyond `keep` (never the one just started)."""
-        others = [n for n, _ in self.shared.records("duplicates-") if n != keep_name]
+        """Drop the oldest records beyond `keep` (never the one just started, nor one still running: its
+        worker would write it again when it finishes)."""
+        others = [n for n, _ in self.shared.records("duplicates-")
+                  if n != keep_name and not self.shared.is_locked(n)]
         for n in others[:max(0, len(others) - (self.keep - 1))]:
             self.shared.remove(n)
 
@@ -166,19 +168,25 @@ class DuplicateFinder:
                 last[0] = time.monotonic()
                 self.shared.write_json(name, job.to_record())
 
+        # The outcome goes into a copy first: the in-memory job, which this worker serves while it is in
+        # `_running`, turns finished only once its record is written and it has left `_running`. Otherwise a
+        # request could see it finished, write, and get these groups back as fresh.
+        outcome = Job(job.threshold, job.count, job.generation, started=job.started)
         try:
             try:
-                groups = find_groups(self.catalog, job.threshold, self.neighbours, progress=progress)
+                outcome.groups = find_groups(self.catalog, job.threshold, self.neighbours, progress=progress)
             except Exception as exc:  # noqa: BLE001 - reported to the next request, which may start again
                 log.warning("near-duplicate search at %.3f failed: %s", job.threshold, exc)
-                job.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            else:
-                job.groups = groups
-            job.finished = time.time()
-            self.shared.write_json(name, job.to_record())
+                outcome.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            outcome.scanned, outcome.finished = job.scanned, time.time()
+            self.shared.write_json(name, outcome.to_record())
         except Exception:  # noqa: BLE001 - the record could not be written: the next request starts again
             log.exception("near-duplicate job at %.3f: its record could not be written", job.threshold)
         finally:
+            # The lock goes first, so that whoever sees this job finished also sees it no longer running.
+            SharedDir.release(held)
             with self._lock:
                 self._running.pop(name, None)
-            SharedDir.release(held)
+                job.groups, job.error, job.finished = outcome.groups, outcome.error, outcome.finished
+                if job.running:  # the record could not be written: callers holding it see it failed
+                    job.error = "the job's record could not be written"

@@ -119,6 +119,16 @@ def groups_catalogue():
     return cat
 
 
+class SlowToFinish(SharedDir):
+    """Writes a finished job's record late, as a busy disk would: what a worker serves must not run ahead of
+    the record the other workers read (CI once caught both races below by chance)."""
+
+    def write_json(self, name, value):
+        if isinstance(value, dict) and value.get("finished") is not None:
+            time.sleep(0.2)
+        super().write_json(name, value)
+
+
 def done(finder: DuplicateFinder, threshold: float, count: int) -> Job:
     assert wait_until(lambda: finder.job(threshold, count).groups is not None, timeout=30)
     return finder.job(threshold, count)
@@ -142,7 +152,7 @@ def test_one_job_for_all_workers_and_every_worker_serves_its_groups(tmp_path, gr
 
 def test_a_write_through_any_worker_makes_the_groups_stale(tmp_path, groups_catalogue):
     cat = groups_catalogue
-    a = DuplicateFinder(cat, shared=SharedDir(tmp_path))
+    a = DuplicateFinder(cat, shared=SlowToFinish(tmp_path))
     b = DuplicateFinder(cat, shared=SharedDir(tmp_path))
     n = cat.count()
     done(a, 0.95, n)
@@ -164,7 +174,7 @@ def test_a_job_whose_worker_died_is_started_again(tmp_path, groups_catalogue):
 
 
 def test_at_most_keep_thresholds_are_kept(tmp_path, groups_catalogue):
-    finder = DuplicateFinder(groups_catalogue, keep=2, shared=SharedDir(tmp_path))
+    finder = DuplicateFinder(groups_catalogue, keep=2, shared=SlowToFinish(tmp_path))
     n = groups_catalogue.count()
     for t in (0.9, 0.95, 0.99):
         done(finder, t, n)
