@@ -4,8 +4,6 @@ by the collection, and the clear refusals (bulk mode, a float collection, too fe
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -97,10 +95,9 @@ def test_binary_modes_refuse_bulk_mode_float_collections_and_narrow_vectors(milv
 def test_diskann_is_refused_up_front_where_the_server_cannot_build_it(milvus_server, catalog, tmp_path, state_dir):
     """The `milvus` PyPI server fails DiskANN builds and retries them forever: the import must not wait."""
     write_classic(tmp_path / "d.h5", 300, dim=32)
-    started = time.monotonic()
+    # A hang guard, not a timing threshold: the refusal takes seconds, a retried build never ends.
     res = run_loader("import", str(tmp_path / "d.h5"), "--milvus-uri", milvus_server.uri, "--collection",
-                     catalog.collection, "-q", "--index", "DISKANN")
-    assert time.monotonic() - started < 90
+                     catalog.collection, "-q", "--index", "DISKANN", timeout=180)
     assert res.returncode == 1, res.stderr
     assert res.stderr.startswith(f"Error: the Milvus server at {milvus_server.uri} cannot build DISKANN indexes")
     assert "--index IVF_SQ8 or IVF_PQ" in res.stderr and len(res.stderr.strip().splitlines()) == 1

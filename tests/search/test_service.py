@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import requests
@@ -13,9 +12,9 @@ from tests.search.conftest import photo_files, wait_until
 pytestmark = pytest.mark.integration
 
 
-def search_file(url: str, path, **data) -> requests.Response:
+def search_file(url: str, path, timeout: float = 60, **data) -> requests.Response:
     with open(path, "rb") as fh:
-        return requests.post(url + "/v1/search", files={"image": (path.name, fh)}, data=data, timeout=60)
+        return requests.post(url + "/v1/search", files={"image": (path.name, fh)}, data=data, timeout=timeout)
 
 
 def test_every_photo_finds_itself_first(search_service, photo_catalogue, sample_photos):
@@ -149,11 +148,9 @@ def test_dependencies_down_slow_and_back(start_search_service, tcp_proxy, milvus
         ("milvus down", milvus, milvus.down, "catalog_unavailable"),
     ]:
         break_it()
-        started = time.monotonic()
-        resp = search_file(svc.url, photo)
+        resp = search_file(svc.url, photo, timeout=30)  # a hang guard: the 503 must not wait for ever
         assert resp.status_code == 503, f"{name}: {resp.text}"
         assert int(resp.headers["Retry-After"]) > 0 and resp.json()["error"]["code"] == code, name
-        assert time.monotonic() - started < 30, f"{name}: the 503 must not wait for ever"
         assert requests.get(svc.url + "/readyz", timeout=30).status_code == 503
         assert requests.get(svc.url + "/healthz", timeout=5).status_code == 200
         proxy.up()
