@@ -20,9 +20,8 @@ from catalog.binary_codes import train_itq
 from catalog.codes_store import sidecar_name
 from catalog.errors import CatalogError
 from catalog.modes import floats_name
-from devstack.milvus_server import MilvusServer
-from devstack.processes import free_port
 from loader.importer import wait_indexed
+from tests.conftest import killable_milvus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from _search_data import FeatureLikeVectors  # noqa: E402
@@ -36,9 +35,9 @@ FP = "bench-feature-like-256"
 @pytest.fixture(scope="module")
 def milvus_server(tmp_path_factory):
     """The module's own Milvus (not the session's: test_the_projection_survives_a_restart restarts it)."""
-    server = MilvusServer(tmp_path_factory.mktemp("milvus_compact"), port=free_port()).start()
+    server = killable_milvus(tmp_path_factory.mktemp("milvus_compact")).start()
     yield server
-    server.stop(grace=5)
+    server.stop(grace=0)  # its data goes with the session's temporary directory
 
 
 @pytest.fixture(scope="module")

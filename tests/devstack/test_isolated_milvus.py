@@ -15,8 +15,8 @@ import pytest
 from devstack import milvus_server as ms
 from devstack.milvus_server import MilvusServer
 from devstack.processes import ephemeral_ports
-from devstack.processes import free_port
 from devstack.netns import netns_id
+from tests.conftest import killable_milvus
 
 pytestmark = [
     pytest.mark.integration,
@@ -28,9 +28,9 @@ DIM = 16
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = MilvusServer(tmp_path_factory.mktemp("isolated-milvus"), port=free_port(), isolate_network=True).start()
+    srv = killable_milvus(tmp_path_factory.mktemp("isolated-milvus"), isolate_network=True).start()
     yield srv
-    srv.stop(grace=10)
+    srv.stop(grace=0)  # its data goes with the session's temporary directory
 
 
 @pytest.fixture
@@ -161,7 +161,7 @@ def test_kill_then_start_then_stop_then_start_keep_the_data(server):
         with pytest.raises(CatalogError):
             cat.count()
 
-        server.start(timeout=120)  # waits out the dead process's etcd sessions (~30 s)
+        server.start(timeout=120)  # waits out the dead process's etcd sessions (~2 TTLs)
         assert server._relay is relay  # the same listener: clients reconnect to the same address
         assert server.netns not in (None, host_ns)  # (a new namespace may reuse the old one's inode number)
         assert host_sockets(server.proc.pid) == []

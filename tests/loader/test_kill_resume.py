@@ -10,8 +10,8 @@ import pytest
 
 from catalog import Catalog
 from devstack.milvus_server import MilvusServer
-from devstack.processes import free_port
 from loader.options import ImportOptions
+from tests.conftest import KILLED_SESSION_TTL_S, killable_milvus
 from tests.loader.conftest import (
     assert_exact,
     record_jobs,
@@ -51,19 +51,18 @@ def test_sigkill_loader_then_rerun(milvus_server, catalog, tmp_path, state_dir, 
     assert_exact(catalog, names)
 
 
-# Milvus's session TTL (30 s by default) sets how long a restart's aftermath lasts, and the loader's restart
-# grace must outlast it (catalog/milvus23.py, item 5). The tests shorten both, keeping grace > TTL, so the
-# same recovery runs in a third of the time.
-SESSION_TTL_S, RESTART_GRACE_S = 10, 14
+# Milvus's session TTL sets how long a restart's aftermath lasts, and the loader's restart grace must outlast
+# it (catalog/milvus23.py, item 5). The tests shorten both (killable_milvus), keeping grace > TTL, so the
+# same recovery runs sooner.
+RESTART_GRACE_S = KILLED_SESSION_TTL_S + 4
 
 
 @pytest.fixture
 def server(tmp_path):
     """A Milvus of the test's own, for tests that kill it or may crash it (the session's stays up)."""
-    srv = MilvusServer(tmp_path / "milvus", port=free_port(),
-                       extra_config={"common.session.ttl": SESSION_TTL_S}).start()
+    srv = killable_milvus(tmp_path / "milvus").start()
     yield srv
-    srv.stop(grace=10)
+    srv.stop(grace=0)  # its data goes with tmp_path: no clean shutdown to wait for
 
 
 def _import_rpc_panic(server: MilvusServer) -> bool:
@@ -112,31 +111,26 @@ def test_sigkill_loader_in_bulk_mode_then_rerun(server, tmp_path, state_dir, fil
 
 # Bulk mode: Milvus 2.3 fails the jobs that were running when it restarts, and for one session TTL may send
 # a new job to the dead data node; the rerun resubmits failed jobs after LOADER_RESTART_GRACE (docs/LOADER.md).
-@pytest.mark.parametrize("mode, kill_at", [("insert", "mid"), ("bulk", "first job"), ("bulk", "later job")])
-def test_sigkill_milvus_then_rerun(server, tmp_path, state_dir, mode, kill_at):
+# Killed while a later job runs: jobs done before it must stay done, the killed one is resubmitted. (Insert
+# mode's Milvus kills are tests/reliability/test_faults.py's, at the first batch and after the last.)
+def test_sigkill_milvus_during_a_bulk_import_then_rerun(server, tmp_path, state_dir):
     catalog = Catalog(server.uri, collection="killed")
     _, names = write_classic(tmp_path / "a.h5", ROWS, dim=DIM)
     args = ["import", str(tmp_path / "a.h5"), "--milvus-uri", server.uri, "--collection", "killed",
-            "--batch-size", str(BATCH), "-q"]
-    if mode == "bulk":
-        args += ["--mode", "bulk", "--bulk-dir", str(tmp_path / "stage"), "--bulk-rows", "3000"]
-    proc = start_loader([*args, "--retry-seconds", "1"], {"LOADER_STATE_DIR": str(state_dir)})
-    if mode == "bulk":
-        wait_job_submitted(state_dir, proc, later=kill_at == "later job")
-    else:
-        wait_rows(state_dir, proc, ROWS // 2)
+            "--batch-size", str(BATCH), "--mode", "bulk", "--bulk-dir", str(tmp_path / "stage"),
+            "--bulk-rows", "3000"]
+    proc = start_loader([*args, "-q", "--retry-seconds", "1"], {"LOADER_STATE_DIR": str(state_dir)})
+    wait_job_submitted(state_dir, proc, later=True)
     server.kill()
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and err.strip().startswith("Error: "), err
     assert len(err.strip().splitlines()) == 1 and "the import is resumable" in err, err
     server.start()
     catalog.reset()
-    if mode == "bulk":
-        args.remove("-q")  # its warnings say what the rerun did
-    # default --retry-seconds: rides out Milvus's recovery
+    # default --retry-seconds: rides out Milvus's recovery; without -q its warnings say what the rerun did
     res = run_loader(*args, env={"LOADER_RESTART_GRACE": str(RESTART_GRACE_S)}, timeout=300)
     assert res.returncode == 0, res.stderr
-    if mode == "bulk":  # the job killed mid-import was failed by the restart, then imported again
-        assert "Milvus restarted during import job" in res.stderr, res.stderr
+    # the job killed mid-import was failed by the restart, then imported again
+    assert "Milvus restarted during import job" in res.stderr, res.stderr
     assert_exact(catalog, names)
     catalog.close()

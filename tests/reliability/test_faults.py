@@ -19,9 +19,8 @@ import pytest
 import requests
 
 from catalog import Catalog
-from devstack.milvus_server import MilvusServer
-from devstack.processes import free_port
 from devstack.processes import REPO, ServiceProcess
+from tests.conftest import killable_milvus
 from tests.reliability.conftest import add_photos, photo_files
 from tests.reliability.helpers import CLIENT_TIMEOUT, Load, Outcome, wait_for
 
@@ -124,9 +123,9 @@ def test_extractor_sigkill_under_search_load(tmp_path, milvus_server, sample_pho
 @pytest.fixture(scope="module")
 def private_milvus(tmp_path_factory):
     """A Milvus of this module's own (these tests SIGKILL it), shared to save a start."""
-    server = MilvusServer(tmp_path_factory.mktemp("milvus"), port=free_port()).start()
+    server = killable_milvus(tmp_path_factory.mktemp("milvus")).start()
     yield server
-    server.stop(grace=10)
+    server.stop(grace=0)  # its data goes with the session's temporary directory
 
 
 def test_milvus_sigkill_under_search_load(tmp_path, private_milvus, extractor_service, sample_photos):
@@ -230,6 +229,9 @@ def test_milvus_sigkill_during_import_at_first_batch_and_after_last(tmp_path, pr
             hit[point] = (_rows_done(state), proc.returncode)
             assert proc.returncode != 0 or point == "every row acknowledged", (point, out, err)
             assert "Traceback" not in err, err
+            if point == "first batch":  # one line that says what happened and that a rerun resumes
+                assert err.strip().startswith("Error: ") and len(err.strip().splitlines()) == 1, err
+                assert "the import is resumable" in err, err
             milvus.start()
         print("killed Milvus at (rows acknowledged, loader exit code):", hit)
         done = subprocess.run([sys.executable, "-m", "loader", *args], cwd=REPO, env={**os.environ, **env},
