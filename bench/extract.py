@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -92,6 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="clients ask for the binary answer (Accept: application/octet-stream), not JSON")
     parser.add_argument("--service-env", action="append", default=[], metavar="EXTRACTOR_X=VALUE",
                         help="a setting for the service (e.g. EXTRACTOR_MAX_BATCH_SIZE=16); repeatable")
+    parser.add_argument("--workdir", default=None,
+                        help="where the images and the service's log go (a temporary folder in it, removed at the end)")
     return parser.parse_args(argv)
 
 
@@ -140,25 +143,28 @@ def main(argv: list[str] | None = None) -> int:
           f"{plan}", flush=True)
 
     images = make_images(max(plan.n_classic, plan.batched, plan.service, *plan.levels.values()))
-    tmp = Path(tempfile.mkdtemp(prefix="bench_extract_"))
-    paths = []
-    for i, data in enumerate(images):
-        paths.append(tmp / f"{i}.jpg")
-        paths[-1].write_bytes(data)
-
-    service_env = dict(kv.split("=", 1) for kv in args.service_env)
-    env = {"EXTRACTOR_MODEL": backbone.name, "EXTRACTOR_WEIGHTS": args.weights,
-           "EXTRACTOR_INPUT_SIZE": str(size), "EXTRACTOR_PRECISION": args.precision, **service_env}
-    service = ServiceProcess("extractor_service", env, tmp / "extractor.log").start(wait_ready=False)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_extract_", dir=args.workdir))
     try:
-        model, _ = build_classic_model(backbone.name, args.weights, size)  # while the service loads
-        service.wait_ready(timeout=300)
-        info = requests.get(service.url + "/v1/info", timeout=5).json()
-        print(f"service: {info}; settings {service_env or 'default'}; clients ask for "
-              f"{'binary' if args.binary else 'JSON'}", flush=True)
-        m = measure(args, plan, backbone, model, service, images, paths)
+        paths = []
+        for i, data in enumerate(images):
+            paths.append(tmp / f"{i}.jpg")
+            paths[-1].write_bytes(data)
+
+        service_env = dict(kv.split("=", 1) for kv in args.service_env)
+        env = {"EXTRACTOR_MODEL": backbone.name, "EXTRACTOR_WEIGHTS": args.weights,
+               "EXTRACTOR_INPUT_SIZE": str(size), "EXTRACTOR_PRECISION": args.precision, **service_env}
+        service = ServiceProcess("extractor_service", env, tmp / "extractor.log").start(wait_ready=False)
+        try:
+            model, _ = build_classic_model(backbone.name, args.weights, size)  # while the service loads
+            service.wait_ready(timeout=300)
+            info = requests.get(service.url + "/v1/info", timeout=5).json()
+            print(f"service: {info}; settings {service_env or 'default'}; clients ask for "
+                  f"{'binary' if args.binary else 'JSON'}", flush=True)
+            m = measure(args, plan, backbone, model, service, images, paths)
+        finally:
+            service.stop()
     finally:
-        service.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # the images and the service's log
     m["bench_rss"] = psutil.Process().memory_info().rss / 2**20
     # The roofline is the peak seen: before, between and after the measurements.
     gflops = max(gflops, m["gflops_mid"], matmul_gflops(seconds=1.0 if args.quick else 3.0))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -52,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classic-images", type=int, default=0,
                         help="images for the per-image loop (default: all; it is the slowest)")
     parser.add_argument("--images-per-batch", type=int, default=32, help="the Ray job's model batch")
+    parser.add_argument("--workdir", default=None,
+                        help="where images, vectors and logs go (a temporary folder in it, removed at the end)")
     args = parser.parse_args(argv)
     if args.tiny:
         args.images, args.input_size, args.models, args.images_per_batch = 24, 64, "efficientnet-lite0", 8
@@ -139,18 +142,21 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from loader.ray_cluster import ray_session
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench_extract_batch_"))
-    folder = tmp / "images"
-    folder.mkdir()
-    paths = []
-    for i, data in enumerate(make_images(args.images)):
-        paths.append(folder / f"{i:06d}.jpg")
-        paths[-1].write_bytes(data)
-    start = time.perf_counter()
-    with ray_session():
-        value("extract_batch_ray_init_s", time.perf_counter() - start, "s")
-        for model in args.models.split(","):
-            bench_model(model.strip(), folder, paths, args, tmp)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_extract_batch_", dir=args.workdir))
+    try:
+        folder = tmp / "images"
+        folder.mkdir()
+        paths = []
+        for i, data in enumerate(make_images(args.images)):
+            paths.append(folder / f"{i:06d}.jpg")
+            paths[-1].write_bytes(data)
+        start = time.perf_counter()
+        with ray_session():
+            value("extract_batch_ray_init_s", time.perf_counter() - start, "s")
+            for model in args.models.split(","):
+                bench_model(model.strip(), folder, paths, args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # images, vectors and logs
     return 0
 
 

@@ -73,8 +73,8 @@ def _commands(workdir) -> dict[str, tuple[list[str], float, dict[str, str]]]:
                    "IVF_SQ8,BIN_ITQ256", "--search-variants", '[{"nprobe": 8}]', "--workdir", str(workdir("scale"))],
                   900, {}),
         "extract": (["bench/extract.py", "--quick", "--model", "efficientnet-lite0", "--input-size", "64",
-                     "--image-scale", "1"], 600, {}),
-        "extract_batch": (["bench/extract_batch.py", "--tiny"], 600, {}),
+                     "--image-scale", "1", "--workdir", str(workdir("extract"))], 600, {}),
+        "extract_batch": (["bench/extract_batch.py", "--tiny", "--workdir", str(workdir("extract_batch"))], 600, {}),
         "quality": (["bench/quality.py", "--tiny", "--models", "efficientnet-lite0,raw-pixels"], 600, {}),
     }
 

@@ -21,6 +21,7 @@ VALUES = ["extract_batch_ray_init_s", f"{TAG}_ray_first_rows_s", f"{TAG}_ray_max
 def test_extract_batch_bench_on_tiny_sizes(bench_runs):
     pytest.importorskip("ray", reason="Ray is not installed: make setup-ray")
     _, results = bench_runs["extract_batch"].checked("bench/extract_batch.py")
+    assert list(bench_runs["extract_batch"].workdir.iterdir()) == []  # its images, vectors and logs are gone
     for name in COMPARED:
         m = re.search(rf" ours=({NUMBER})\S* baseline=({NUMBER})\S* ratio=({NUMBER}) ", results.get(name, ""))
         assert m and all(float(x) > 0 for x in m.groups()), results.get(name, f"no RESULT {name}")

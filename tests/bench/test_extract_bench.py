@@ -32,6 +32,7 @@ VALUES = [f"{TAG}_vs_best_batched_16_clients_median_round",
 @pytest.mark.slow
 def test_extract_bench_quick_on_tiny_sizes(bench_runs):
     out, results = bench_runs["extract"].checked("bench/extract.py")
+    assert list(bench_runs["extract"].workdir.iterdir()) == []  # its images and logs are gone
     for name in COMPARED:
         assert name in results, f"no RESULT {name}:\n{out[-3000:]}"
         m = re.search(rf" ours=({NUMBER})\S* baseline=({NUMBER})\S* ratio=({NUMBER}) ", results[name])
