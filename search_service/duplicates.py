@@ -188,5 +188,5 @@ class DuplicateFinder:
             with self._lock:
                 self._running.pop(name, None)
                 job.groups, job.error, job.finished = outcome.groups, outcome.error, outcome.finished
-                if job.running:  # the record could not be written: callers holding it see it failed
-                    job.error = "the job's record could not be written"
+                if job.running:  # stopped before an outcome (interrupted): callers holding it see it failed
+                    job.error = "the near-duplicate job stopped before it finished"
