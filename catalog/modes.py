@@ -4,11 +4,15 @@ and for the re-ranked quantised float indexes (IVF_SQ8 / IVF_PQ: catalog.rerank)
 A binary-code catalogue is three Milvus collections:
 
     <collection>              name, code (BINARY_VECTOR, BIN_IVF_FLAT, Hamming), meta, scalar fields
-    <collection>__floats      name, vector: the vectors for re-ranking, read only for that
+    <collection>__floats      key, vector: the vectors for re-ranking, read only for that
     <collection>__projection  the learned projection (catalog.codes_store)
 
 Milvus 2.3 allows one vector field per collection, so the vectors for re-ranking live in a collection of
-their own, fetched by name for the K candidates of a Hamming search. Milvus keeps a loaded collection
+their own, fetched for the K candidates of a Hamming search. New floats collections are keyed by
+`name_key(name)`, a 64-bit hash of the name (INT64 primary key), not by the name itself: the names live
+once, in the codes collection, instead of twice with a VARCHAR primary-key index each (older floats
+collections, `floats_key` absent, are keyed by name and read as before). Two names with the same key would
+share one vector (the later write wins): at 10M rows the chance that any pair collides is ~3e-6. Milvus keeps a loaded collection
 resident (on 2.3.5 mmap makes lookups by name miss rows, so the product keeps it off: docs/SCALING.md), so
 what the floats collection holds per row is what the mode costs: new collections store each vector as one
 signed byte a dimension (`int8`: a BINARY_VECTOR of 8 x dim bits under BIN_FLAT, the cheapest index that
@@ -25,6 +29,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Callable
+
+import hashlib
 
 import numpy as np
 from pymilvus import DataType, MilvusClient
@@ -46,6 +52,16 @@ def floats_name(collection: str) -> str:
 
 
 FLOATS_ENCODINGS = ("int8", "float32")
+FLOATS_KEYS = ("hash64", "name")  # new collections: a hash of the name; older ones: the name
+KEY_FIELD = "key"
+NEW_FLOATS_KEY = "hash64"  # how new floats collections are keyed
+
+
+def name_key(name: str) -> int:
+    """The floats collection's key of an image name: its BLAKE2b-64 digest as a signed 64-bit integer
+    (stable across processes and machines, unlike Python's hash())."""
+    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
 
 
 def to_int8(vectors: np.ndarray) -> np.ndarray:
@@ -63,19 +79,26 @@ def from_int8(codes: np.ndarray) -> np.ndarray:
 
 
 class FloatsStore:
-    """A binary-code collection's vectors for re-ranking, by name, through the Catalog's `call` / `read`;
-    stored as `encoding` ("int8" or "float32", see the module docstring), always read as float32."""
+    """A binary-code collection's vectors for re-ranking, by image name, through the Catalog's `call` /
+    `read`; stored as `encoding` ("int8" or "float32", see the module docstring), always read as float32;
+    keyed by `key` ("hash64": name_key(name), or "name" in older collections)."""
 
-    def __init__(self, call: Callable[..., Any], read: Callable[..., Any], name: str, encoding: str = "float32"):
+    def __init__(self, call: Callable[..., Any], read: Callable[..., Any], name: str, encoding: str = "float32",
+                 key: str = "name"):
         if encoding not in FLOATS_ENCODINGS:
             raise CatalogError(f"unknown floats encoding {encoding!r} (one of {', '.join(FLOATS_ENCODINGS)})")
-        self.call, self.read, self.name, self.encoding = call, read, name, encoding
+        if key not in FLOATS_KEYS:
+            raise CatalogError(f"unknown floats key {key!r} (one of {', '.join(FLOATS_KEYS)})")
+        self.call, self.read, self.name, self.encoding, self.key = call, read, name, encoding, key
 
     def create(self, dim: int, timeout: float) -> None:
         """Create (replacing any leftover), index and load the floats collection."""
         self.drop()
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field(S.NAME_FIELD, DataType.VARCHAR, is_primary=True, max_length=S.NAME_MAX_LENGTH)
+        if self.key == "hash64":
+            schema.add_field(KEY_FIELD, DataType.INT64, is_primary=True)
+        else:
+            schema.add_field(S.NAME_FIELD, DataType.VARCHAR, is_primary=True, max_length=S.NAME_MAX_LENGTH)
         index = MilvusClient.prepare_index_params()
         if self.encoding == "int8":
             schema.add_field(S.VECTOR_FIELD, DataType.BINARY_VECTOR, dim=8 * dim)
@@ -89,11 +112,23 @@ class FloatsStore:
                   timeout=timeout)
 
     def upsert(self, names: Sequence[str], vectors: np.ndarray) -> None:
+        """Write the vectors of `names` (replacing what they had)."""
         values = [c.tobytes() for c in to_int8(vectors)] if self.encoding == "int8" else vectors
-        self.call("upsert", self.name, [{S.NAME_FIELD: n, S.VECTOR_FIELD: v} for n, v in zip(names, values)])
+        if self.key == "hash64":
+            rows = [{KEY_FIELD: name_key(n), S.VECTOR_FIELD: v} for n, v in zip(names, values)]
+        else:
+            rows = [{S.NAME_FIELD: n, S.VECTOR_FIELD: v} for n, v in zip(names, values)]
+        self.call("upsert", self.name, rows)
 
     def delete(self, names: Sequence[str]) -> None:
-        self.call("delete", self.name, filter=names_filter(names))
+        """Delete the vectors of `names`."""
+        self.call("delete", self.name, filter=self._filter(names))
+
+    def _filter(self, names: Sequence[str]) -> str:
+        """The expression selecting `names`' rows."""
+        if self.key == "hash64":
+            return f"{KEY_FIELD} in [{', '.join(str(name_key(n)) for n in names)}]"
+        return names_filter(names)
 
     def fetch(self, names: Sequence[str], consistency_level: str | None = None) -> dict[str, np.ndarray]:
         """{name: float32 vector} for those of `names` stored. Read at `consistency_level` (default
@@ -102,13 +137,19 @@ class FloatsStore:
         wanted = list(dict.fromkeys(names))
         # Strong waits for the server's time tick (~200 ms on 2.3); Bounded does not, and only rows written
         # in the last few seconds can be missing from it.
+        field = KEY_FIELD if self.key == "hash64" else S.NAME_FIELD
         for level in ([consistency_level or "Bounded"] if consistency_level != "Strong" else []) + ["Strong"]:
             for at in range(0, len(wanted), FETCH_CHUNK):
-                rows = self.read("query", self.name, filter=names_filter(wanted[at:at + FETCH_CHUNK]),
-                                 output_fields=[S.NAME_FIELD, S.VECTOR_FIELD], consistency_level=level)
+                chunk = wanted[at:at + FETCH_CHUNK]
+                rows = self.read("query", self.name, filter=self._filter(chunk),
+                                 output_fields=[field, S.VECTOR_FIELD], consistency_level=level)
                 if rows:
                     vectors = self._vectors([r[S.VECTOR_FIELD] for r in rows])
-                    out.update(zip((r[S.NAME_FIELD] for r in rows), vectors))
+                    if self.key == "hash64":
+                        by_key = dict(zip((r[KEY_FIELD] for r in rows), vectors))
+                        out.update((n, by_key[k]) for n, k in zip(chunk, map(name_key, chunk)) if k in by_key)
+                    else:
+                        out.update(zip((r[S.NAME_FIELD] for r in rows), vectors))
             wanted = [n for n in wanted if n not in out]
             if not wanted:
                 break
@@ -152,7 +193,8 @@ class CompactModes:
         """The floats collection (its name recorded with the collection)."""
         props = self.properties()
         name = props.get(S.PROP_FLOATS) or floats_name(self.collection)
-        return FloatsStore(self._call, self._read, name, props.get(S.PROP_FLOATS_ENCODING) or "float32")
+        return FloatsStore(self._call, self._read, name, props.get(S.PROP_FLOATS_ENCODING) or "float32",
+                           props.get(S.PROP_FLOATS_KEY) or "name")
 
     def diskann_refusal(self) -> str | None:
         """None when the server can build DISKANN indexes, else why not (catalog.milvus23, item 6)."""
@@ -165,11 +207,12 @@ class CompactModes:
         if projection.dim != dim:
             raise CatalogError(f"the projection is for {projection.dim}-d vectors, the collection {dim}-d")
         store = ProjectionStore(self._call, sidecar_name(self.collection))
-        floats = FloatsStore(self._call, self._read, floats_name(self.collection), floats_encoding)
+        floats = FloatsStore(self._call, self._read, floats_name(self.collection), floats_encoding,
+                             NEW_FLOATS_KEY)
         floats.create(dim, timeout)
         return {S.PROP_MODE: "binary", S.PROP_CODE_BITS: str(projection.bits), S.PROP_PROJECTION: store.name,
                 S.PROP_PROJECTION_SHA: store.save(projection, timeout), S.PROP_FLOATS: floats.name,
-                S.PROP_FLOATS_ENCODING: floats.encoding}
+                S.PROP_FLOATS_ENCODING: floats.encoding, S.PROP_FLOATS_KEY: floats.key}
 
     def _drop_binary(self) -> None:
         """Drop the floats and projection collections (after the collection itself)."""

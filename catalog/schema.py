@@ -15,8 +15,8 @@ A binary-code collection (index `BIN_ITQ256` / `BIN_ITQ512`, chosen at creation)
 
     code        BINARY_VECTOR(bits)  the vector's learned code (catalog.binary_codes), Hamming-searched
 
-and its float vectors, for re-ranking, live in a second collection `<collection>__floats` (name, vector
-FLOAT_VECTOR, FLAT), its projection in a third (catalog.modes, catalog.codes_store). Its properties add
+and its float vectors, for re-ranking, live in a second collection `<collection>__floats` (keyed by a
+64-bit hash of the name; the vectors as int8 bytes), its projection in a third (catalog.modes, catalog.codes_store). Its properties add
 `vector_mode` = binary, `code_bits`, `floats_collection`, and the projection's store and digest.
 """
 
@@ -47,6 +47,7 @@ PROP_PROJECTION = "projection"  # binary mode: the collection that stores the le
 PROP_PROJECTION_SHA = "projection_sha256"  # binary mode: digest of the stored projection
 PROP_FLOATS = "floats_collection"  # binary mode: the collection of the float vectors (re-ranking)
 PROP_FLOATS_ENCODING = "floats_encoding"  # binary mode: "int8" or "float32" (absent in older collections)
+PROP_FLOATS_KEY = "floats_key"  # binary mode: "hash64" (a hash of the name) or, absent in older ones, "name"
 
 CODE_FIELD = "code"  # binary mode: BINARY_VECTOR(bits)
 HAMMING = "HAMMING"

@@ -113,3 +113,15 @@ def test_int8_storage_of_the_reranking_vectors_keeps_their_order(data):
     same = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top_exact, top_stored)])
     assert same >= 0.98, same
     assert not from_int8(to_int8(np.zeros((1, 8), np.float32))).any()  # a zero row stays zero, no NaN
+
+
+def test_the_floats_key_of_a_name_is_a_stable_signed_64_bit_hash():
+    """New floats collections are keyed by name_key(name) (catalog.modes): the same integer in every process
+    and on every machine (pinned here: a change would orphan every stored vector), within INT64, and
+    distinct over a catalogue's worth of names."""
+    from catalog.modes import name_key
+
+    assert name_key("img_000001.jpg") == 7278518514919301944
+    assert name_key("猫.jpg") == -1177629198409972185  # UTF-8 names, negative keys
+    keys = {name_key(f"shop/{i // 1000}/img_{i:07d}.jpg") for i in range(200_000)}
+    assert len(keys) == 200_000 and all(-(2 ** 63) <= k < 2 ** 63 for k in keys)

@@ -19,6 +19,7 @@ from catalog import schema as S
 from catalog.binary_codes import train_itq
 from catalog.codes_store import sidecar_name
 from catalog.errors import CatalogError
+from catalog import modes
 from catalog.modes import floats_name
 from loader.importer import wait_indexed
 from tests.conftest import killable_milvus
@@ -110,16 +111,26 @@ def test_binary_codes_with_reranking_find_what_exact_search_finds(binary, data):
     desc = cat.client.describe_collection(floats_name(cat.collection))
     vec = next(f for f in desc["fields"] if f["name"] == S.VECTOR_FIELD)
     assert int(vec["params"]["dim"]) == 8 * DIM  # one byte a dimension: a quarter of float32's memory
+    # keyed by a hash of the name: the names are stored once, in the codes collection
+    assert [f["name"] for f in desc["fields"] if f.get("is_primary")] == [modes.KEY_FIELD]
+    assert cat.properties()[S.PROP_FLOATS_KEY] == "hash64"
+    assert cat.client.get(floats_name(cat.collection), ids=[modes.name_key(names[3])], output_fields=["key"])
 
 
-def test_a_float32_floats_collection_reranks_exactly(milvus_server, data):
-    """What binary collections made before the int8 encoding store; they read and search as before."""
+def test_an_older_name_keyed_float32_floats_collection_reranks_exactly(milvus_server, data, monkeypatch):
+    """What binary collections made before the int8 encoding and the hashed keys store (float32 vectors keyed
+    by name); they read, search, take writes and deletes as before."""
     names, x, q, truth = data
     cat = Catalog(milvus_server.uri, collection="t_binary_f32", timeout=60)
     cat.drop()
+    monkeypatch.setattr(modes, "NEW_FLOATS_KEY", "name")
     try:
         fill(cat, names, x, S.binary_spec(256, {"nlist": 64}), train_itq(x[:5000], 256, iterations=5), "float32")
         assert cat.properties()[S.PROP_FLOATS_ENCODING] == "float32"
+        desc = cat.client.describe_collection(floats_name(cat.collection))
+        assert [f["name"] for f in desc["fields"] if f.get("is_primary")] == [S.NAME_FIELD]
+        cat.delete([names[1]])
+        assert cat.floats().fetch([names[1], names[2]], "Strong").keys() == {names[2]}
         assert recall(cat, names, q, truth, cat.index_spec()) >= 0.9
         hit = cat.search(q[:1], top_k=1)[0][0]
         assert hit["score"] == pytest.approx(float(q[0] @ x[names.index(hit["name"])]), abs=1e-5)
