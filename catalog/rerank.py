@@ -3,7 +3,7 @@ floats (binary codes' Hamming search; IVF_SQ8 / IVF_PQ, whose quantised distance
 neighbours: 0.90 and 0.52-0.81 recall@10 without it on 20k feature-like 256-d vectors, any nprobe).
 
 The floats come with the hits (IVF_SQ8 / IVF_PQ return their `vector` field) or, in binary mode, from the
-floats collection by name (catalog.binary_store). Scores are the cosine of the stored (L2-normalised)
+floats collection (catalog.modes). Scores are the cosine of the stored (L2-normalised)
 vectors with the normalised query: the same scores a float collection gives.
 """
 

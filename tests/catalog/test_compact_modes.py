@@ -115,6 +115,7 @@ def test_binary_codes_with_reranking_find_what_exact_search_finds(binary, data):
     assert [f["name"] for f in desc["fields"] if f.get("is_primary")] == [modes.KEY_FIELD]
     assert cat.properties()[S.PROP_FLOATS_KEY] == "hash64"
     assert cat.client.get(floats_name(cat.collection), ids=[modes.name_key(names[3])], output_fields=["key"])
+    assert len(cat.floats().fetch(names)) == len(names)  # every row's vector is found by its key
 
 
 def test_an_older_name_keyed_float32_floats_collection_reranks_exactly(milvus_server, data, monkeypatch):
