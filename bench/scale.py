@@ -3,6 +3,7 @@
     python bench/scale.py            10,000,000 x 512-d (about 20 GB of HDF5; hours)
     python bench/scale.py --quick     1,000,000
     python bench/scale.py --rows 2000 --dim 256 --queries 20 --modes IVF_SQ8,BIN_ITQ256   (tests)
+    python bench/scale.py --modes BIN_ITQ256 --reuse-file kept.h5   (the file of an earlier run, hard-linked)
 
 Writes the vectors (bench/_search_data.py's `broad` generator, ImageNet-VGG16-like) as one classic HDF5
 file, streaming, while it keeps each query's exact top 10; then per mode: imports the file with the loader
@@ -13,7 +14,9 @@ resident memory when loaded after a restart (all of it, and the anonymous part: 
 the rest; the restart makes insert-mode and bulk imports compare alike),
 Milvus disk used, recall@10 against exact search, p50/p99 latency. HNSW on raw vectors is the comparison.
 It checks free disk first and refuses when the file and Milvus's copies would not fit; everything it
-writes is removed at the end.
+writes is removed at the end. Writing 10M rows takes 11-14 minutes: `--reuse-file` takes the file of an
+earlier run of the same size instead (checked against the generator, its truth recomputed by reading it in
+about a minute, and left in place).
 """
 
 from __future__ import annotations
@@ -47,14 +50,34 @@ MODES = ("HNSW", "IVF_SQ8", "IVF_PQ", "BIN_ITQ256", "BIN_ITQ512")
 FINGERPRINT = "bench-feature-like"
 CHUNK = 100_000
 # Milvus's disk per byte of the file, measured at 1M x 512-d (bench/results/*-scale-1m*.txt: HNSW 1.66,
-# IVF_SQ8 1.01, IVF_PQ 0.88, BIN_ITQ256 2.26, BIN_ITQ512 2.10), with room for the staged import jobs and
-# compaction. A dropped mode's files stay until Milvus's garbage collection (hours on the defaults), so the
-# modes of one run add up. Searching adds CHUNK_CACHE: modes whose index holds no raw floats (IVF_SQ8,
-# IVF_PQ, the binary modes' floats collection) have Milvus copy the floats it reads for re-ranking into its
-# chunk cache (decoded binlogs, memory-mapped): up to one more copy of the floats. The file itself is
-# deleted once the last mode is imported (its truth is computed, its rows are in Milvus), so that copy fits.
-DISK_FACTOR = {"HNSW": 2.0, "IVF_SQ8": 1.3, "IVF_PQ": 1.2, "BIN_ITQ256": 2.5, "BIN_ITQ512": 2.5}
-CHUNK_CACHE = {"HNSW": 0.0, "IVF_SQ8": 1.0, "IVF_PQ": 1.0, "BIN_ITQ256": 1.0, "BIN_ITQ512": 1.0}
+# IVF_SQ8 1.01, IVF_PQ 0.88; binary codes 2.26 / 2.10 with float32 re-ranking vectors, 0.38-0.56 with int8
+# ones, the default), with room for the staged import jobs and compaction. A dropped mode's files stay
+# until Milvus's garbage collection (hours on the defaults), so the modes of one run add up. Searching adds
+# CHUNK_CACHE: modes whose index holds no raw floats (IVF_SQ8, IVF_PQ, float32 re-ranking vectors under
+# FLAT) have Milvus copy the floats it reads for re-ranking into its chunk cache (decoded binlogs,
+# memory-mapped): up to one more copy of the floats (int8 ones sit in their BIN_FLAT index: no cache). A
+# written file is deleted once the last mode is imported (its truth is computed, its rows are in Milvus),
+# so that copy fits; a reused one stays and is not counted (it is on the disk already).
+DISK_FACTOR = {"HNSW": 2.0, "IVF_SQ8": 1.3, "IVF_PQ": 1.2, "BIN_ITQ256": 1.0, "BIN_ITQ512": 1.0}
+CHUNK_CACHE = {"HNSW": 0.0, "IVF_SQ8": 1.0, "IVF_PQ": 1.0, "BIN_ITQ256": 0.0, "BIN_ITQ512": 0.0}
+FLOAT32_FLOATS = {"factor": 2.5, "chunk_cache": 1.0}  # binary modes with --rerank-floats float32
+
+
+class TopTen:
+    """Each query's exact top 10 (row numbers) over rows seen chunk by chunk."""
+
+    def __init__(self, queries: np.ndarray):
+        self.queries = queries
+        self.best_s = np.full((len(queries), 10), -np.inf, dtype=np.float32)
+        self.best_i = np.zeros((len(queries), 10), dtype=np.int64)
+
+    def add(self, start: int, x: np.ndarray) -> None:
+        """Rows `start` .. `start + len(x)`."""
+        s = self.queries @ x.T
+        all_s = np.concatenate([self.best_s, s], axis=1)
+        all_i = np.concatenate([self.best_i, np.arange(start, start + len(x))[None, :].repeat(len(s), 0)], axis=1)
+        top = np.argpartition(-all_s, 9, axis=1)[:, :10]  # linear: a full sort of each row took most of a write
+        self.best_s, self.best_i = np.take_along_axis(all_s, top, 1), np.take_along_axis(all_i, top, 1)
 
 
 def write_file(path: Path, rows: int, dim: int, queries: np.ndarray, gen: FeatureLikeVectors,
@@ -62,8 +85,7 @@ def write_file(path: Path, rows: int, dim: int, queries: np.ndarray, gen: Featur
     """Stream `rows` vectors into a classic HDF5 file; returns each query's exact top 10 (row numbers)."""
     import h5py
 
-    best_s = np.full((len(queries), 10), -np.inf, dtype=np.float32)
-    best_i = np.zeros((len(queries), 10), dtype=np.int64)
+    top = TopTen(queries)
     with h5py.File(path, "w") as f:
         vec = f.create_dataset("dataset_1", (rows, dim), dtype="f4", chunks=(min(rows, 4096), dim))
         names = f.create_dataset("dataset_2", (rows,), dtype="S16")
@@ -71,12 +93,27 @@ def write_file(path: Path, rows: int, dim: int, queries: np.ndarray, gen: Featur
             x = gen.sample(min(CHUNK, rows - start), rng)
             vec[start:start + len(x)] = x
             names[start:start + len(x)] = np.array([f"img_{i:09d}".encode() for i in range(start, start + len(x))])
-            s = queries @ x.T
-            all_s = np.concatenate([best_s, s], axis=1)
-            all_i = np.concatenate([best_i, np.arange(start, start + len(x))[None, :].repeat(len(queries), 0)], axis=1)
-            top = np.argsort(-all_s, axis=1)[:, :10]
-            best_s, best_i = np.take_along_axis(all_s, top, 1), np.take_along_axis(all_i, top, 1)
-    return best_i
+            top.add(start, x)
+    return top.best_i
+
+
+def reuse_file(path: Path, rows: int, dim: int, queries: np.ndarray, gen: FeatureLikeVectors,
+               rng: np.random.Generator) -> np.ndarray:
+    """The truth of a file an earlier run wrote (what write_file would return), read back; SystemExit when
+    the file is not that run's (another size, or its first chunk is not what the generator gives)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        vec = f["dataset_1"]
+        if vec.shape != (rows, dim):
+            sys.exit(f"bench/scale.py: {path} holds {vec.shape[0]:,} x {vec.shape[1]}-d, this run is {rows:,} x {dim}-d")
+        first = gen.sample(min(CHUNK, rows), rng)
+        if not np.array_equal(vec[:len(first)], first):
+            sys.exit(f"bench/scale.py: {path} was not written by this generator (its first rows differ)")
+        top = TopTen(queries)
+        for start in range(0, rows, CHUNK):
+            top.add(start, vec[start:start + CHUNK])
+    return top.best_i
 
 
 def anon_mb(pid: int) -> float:
@@ -156,10 +193,11 @@ def variant_tag(params: dict) -> str:
 
 def bench_mode(server: MilvusServer, h5: Path, kind: str, queries: np.ndarray, truth: np.ndarray, tag: str,
                work: Path, kill_after: float | None = None, last: bool = False,
-               variants: list[dict] | None = None, rerank_floats: str = "int8") -> None:
+               variants: list[dict] | None = None, rerank_floats: str = "int8", keep_file: bool = False) -> None:
     """Import (the loader's CLI, as a user runs it), index, load and search one mode; RESULT lines named
     `scale_<mode>_<tag>_...`. With `kill_after`, the import is killed that many seconds in and rerun. After
-    the `last` mode's import the file is deleted (room for the chunk cache, see CHUNK_CACHE)."""
+    the `last` mode's import the file is deleted (room for the chunk cache, see CHUNK_CACHE) unless
+    `keep_file`."""
     name = f"scale_{kind.lower()}"
     cat = Catalog(server.uri, collection=name, timeout=120)
     cat.drop()
@@ -190,7 +228,7 @@ def bench_mode(server: MilvusServer, h5: Path, kind: str, queries: np.ndarray, t
         value(f"{prefix}_import_rows_per_s", run.rows_per_s, "rows/s")
     value(f"{prefix}_loader_peak_rss", run.peak_rss_mb, "MB")
     value(f"{prefix}_milvus_peak_rss_import", milvus_peak.peak_mb, "MB")
-    if last:
+    if last and not keep_file:
         h5.unlink()
     # The loader waits until Milvus has indexed every row (searches of rows not yet indexed are brute force);
     # checked again here, since the figures below mean nothing before.
@@ -239,6 +277,9 @@ def main() -> None:
     ap.add_argument("--search-variants", default=None, metavar="JSON",
                     help='search parameters to try after each mode\'s defaults, a JSON list of objects, e.g. '
                          '\'[{"nprobe": 16}, {"candidates": 0}]\' (each its own RESULT lines)')
+    ap.add_argument("--reuse-file", type=Path, default=None, metavar="H5",
+                    help="the vectors file of an earlier run of the same --rows and --dim (keep it with a hard "
+                         "link while that run deletes its copy): not written again, not deleted")
     args = ap.parse_args()
     try:
         variants = json.loads(args.search_variants) if args.search_variants else []
@@ -253,8 +294,14 @@ def main() -> None:
         ap.error(f"unknown mode(s) {bad}; use {', '.join(MODES)}")
     start_run("bench/scale.py", quick=args.quick or bool(args.rows))
     work = Path(tempfile.mkdtemp(prefix="scale-", dir=args.workdir))
-    imported = sum(DISK_FACTOR[m] for m in modes)
-    need = rows * args.dim * 4 * max(1 + imported, imported + CHUNK_CACHE[modes[-1]])
+    if args.reuse_file is not None and not args.reuse_file.is_file():
+        ap.error(f"--reuse-file: no file {args.reuse_file}")
+    f32 = args.rerank_floats == "float32"
+    factor = {m: FLOAT32_FLOATS["factor"] if f32 and m.startswith("BIN_") else DISK_FACTOR[m] for m in modes}
+    cache = FLOAT32_FLOATS["chunk_cache"] if f32 and modes[-1].startswith("BIN_") else CHUNK_CACHE[modes[-1]]
+    imported = sum(factor.values())
+    file_part = 0 if args.reuse_file else 1
+    need = rows * args.dim * 4 * max(file_part + imported, imported + cache)
     free = shutil.disk_usage(work).free
     if free < need:
         shutil.rmtree(work, ignore_errors=True)
@@ -267,13 +314,20 @@ def main() -> None:
         rng = np.random.default_rng(1)
         queries = gen.sample(args.queries, np.random.default_rng(2))
         t0 = time.monotonic()
-        truth = write_file(work / "vectors.h5", rows, args.dim, queries, gen, rng)
-        print(f"INFO wrote {rows:,} x {args.dim}-d in {time.monotonic() - t0:.0f} s", flush=True)
+        if args.reuse_file:
+            h5 = args.reuse_file
+            truth = reuse_file(h5, rows, args.dim, queries, gen, rng)
+            print(f"INFO reused {h5} ({rows:,} x {args.dim}-d), its truth read in {time.monotonic() - t0:.0f} s",
+                  flush=True)
+        else:
+            h5 = work / "vectors.h5"
+            truth = write_file(h5, rows, args.dim, queries, gen, rng)
+            print(f"INFO wrote {rows:,} x {args.dim}-d in {time.monotonic() - t0:.0f} s", flush=True)
         server = MilvusServer(work / "milvus", port=free_port()).start()
         for i, kind in enumerate(modes):
-            bench_mode(server, work / "vectors.h5", kind, queries, truth, tag, work,
+            bench_mode(server, h5, kind, queries, truth, tag, work,
                        args.kill_after if i == 0 else None, last=i == len(modes) - 1, variants=variants,
-                       rerank_floats=args.rerank_floats)
+                       rerank_floats=args.rerank_floats, keep_file=args.reuse_file is not None)
     finally:
         if server is not None:
             server.stop(grace=10)
