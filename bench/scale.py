@@ -292,10 +292,12 @@ def main() -> None:
     bad = [m for m in modes if m not in MODES]
     if bad:
         ap.error(f"unknown mode(s) {bad}; use {', '.join(MODES)}")
+    if args.reuse_file is not None:
+        if not args.reuse_file.is_file():
+            ap.error(f"--reuse-file: no file {args.reuse_file}")
+        args.reuse_file = args.reuse_file.resolve()  # the loader runs in the repository's folder
     start_run("bench/scale.py", quick=args.quick or bool(args.rows))
     work = Path(tempfile.mkdtemp(prefix="scale-", dir=args.workdir))
-    if args.reuse_file is not None and not args.reuse_file.is_file():
-        ap.error(f"--reuse-file: no file {args.reuse_file}")
     f32 = args.rerank_floats == "float32"
     factor = {m: FLOAT32_FLOATS["factor"] if f32 and m.startswith("BIN_") else DISK_FACTOR[m] for m in modes}
     cache = FLOAT32_FLOATS["chunk_cache"] if f32 and modes[-1].startswith("BIN_") else CHUNK_CACHE[modes[-1]]

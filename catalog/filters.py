@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
@@ -148,6 +149,13 @@ def names_filter(names: Iterable[str]) -> str:
     """
     quoted = ",".join(json.dumps(str(n), ensure_ascii=False) for n in names)
     return f"{S.NAME_FIELD} in [{quoted}]"
+
+
+def keys_filter(field: str, keys: Iterable[int]) -> str:
+    """Return `<field> in [...]` over integer keys (each checked to be an int: nothing else is spliced in)."""
+    if not FIELD_PATTERN.match(field):
+        raise FilterError(f"not a field name: {field!r}")
+    return f"{field} in [{', '.join(str(operator.index(k)) for k in keys)}]"
 
 
 def names_after(last: str | None) -> str:

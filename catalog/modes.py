@@ -12,7 +12,8 @@ their own, fetched for the K candidates of a Hamming search. New floats collecti
 `name_key(name)`, a 64-bit hash of the name (INT64 primary key), not by the name itself: the names live
 once, in the codes collection, instead of twice with a VARCHAR primary-key index each (older floats
 collections, `floats_key` absent, are keyed by name and read as before). Two names with the same key would
-share one vector (the later write wins): at 10M rows the chance that any pair collides is ~3e-6. Milvus keeps a loaded collection
+share one vector (the later write wins, and deleting one deletes the other's, which then drops out of
+results): at 10M rows the chance that any pair collides is ~3e-6. Milvus keeps a loaded collection
 resident (on 2.3.5 mmap makes lookups by name miss rows, so the product keeps it off: docs/SCALING.md), so
 what the floats collection holds per row is what the mode costs: new collections store each vector as one
 signed byte a dimension (`int8`: a BINARY_VECTOR of 8 x dim bits under BIN_FLAT, the cheapest index that
@@ -40,7 +41,7 @@ from catalog import schema as S
 from catalog.binary_codes import Projection
 from catalog.codes_store import ProjectionStore, sidecar_name
 from catalog.errors import CatalogError
-from catalog.filters import names_filter
+from catalog.filters import keys_filter, names_filter
 
 FLOATS_SUFFIX = "__floats"
 FETCH_CHUNK = 4096  # names per query fetching floats (Milvus's query window is 16,384 rows)
@@ -122,13 +123,10 @@ class FloatsStore:
 
     def delete(self, names: Sequence[str]) -> None:
         """Delete the vectors of `names`."""
-        self.call("delete", self.name, filter=self._filter(names))
-
-    def _filter(self, names: Sequence[str]) -> str:
-        """The expression selecting `names`' rows."""
         if self.key == "hash64":
-            return f"{KEY_FIELD} in [{', '.join(str(name_key(n)) for n in names)}]"
-        return names_filter(names)
+            self.call("delete", self.name, filter=keys_filter(KEY_FIELD, map(name_key, names)))
+        else:
+            self.call("delete", self.name, filter=names_filter(names))
 
     def fetch(self, names: Sequence[str], consistency_level: str | None = None) -> dict[str, np.ndarray]:
         """{name: float32 vector} for those of `names` stored. Read at `consistency_level` (default
@@ -141,8 +139,12 @@ class FloatsStore:
         for level in ([consistency_level or "Bounded"] if consistency_level != "Strong" else []) + ["Strong"]:
             for at in range(0, len(wanted), FETCH_CHUNK):
                 chunk = wanted[at:at + FETCH_CHUNK]
-                rows = self.read("query", self.name, filter=self._filter(chunk),
-                                 output_fields=[field, S.VECTOR_FIELD], consistency_level=level)
+                if self.key == "hash64":
+                    rows = self.read("query", self.name, filter=keys_filter(KEY_FIELD, map(name_key, chunk)),
+                                     output_fields=[field, S.VECTOR_FIELD], consistency_level=level)
+                else:
+                    rows = self.read("query", self.name, filter=names_filter(chunk),
+                                     output_fields=[field, S.VECTOR_FIELD], consistency_level=level)
                 if rows:
                     vectors = self._vectors([r[S.VECTOR_FIELD] for r in rows])
                     if self.key == "hash64":
@@ -238,7 +240,7 @@ class CompactModes:
     def _search_codes(self, queries: np.ndarray, top_k: int, spec: S.IndexSpec, params: dict[str, Any] | None,
                       with_meta: bool, consistency_level: str | None, filter: str, offset: int,
                       min_score: float | None) -> list[list[dict]]:
-        """Binary mode: Hamming search for candidates, their floats fetched by name, exact cosine re-ranking."""
+        """Binary mode: Hamming search for candidates, their floats fetched (by key), exact cosine re-ranking."""
         limit = rerank.candidates(spec, params, top_k + offset)
         res = self._read(
             "search", self.collection, data=[c.tobytes() for c in self.projection().encode(queries)], limit=limit,

@@ -16,8 +16,9 @@ A binary-code collection (index `BIN_ITQ256` / `BIN_ITQ512`, chosen at creation)
     code        BINARY_VECTOR(bits)  the vector's learned code (catalog.binary_codes), Hamming-searched
 
 and its float vectors, for re-ranking, live in a second collection `<collection>__floats` (keyed by a
-64-bit hash of the name; the vectors as int8 bytes), its projection in a third (catalog.modes, catalog.codes_store). Its properties add
-`vector_mode` = binary, `code_bits`, `floats_collection`, and the projection's store and digest.
+64-bit hash of the name; the vectors as int8 bytes, or float32), its projection in a third (catalog.modes,
+catalog.codes_store). Its properties add `vector_mode` = binary, `code_bits`, `floats_collection`,
+`floats_encoding`, `floats_key`, and the projection's store and digest.
 """
 
 from __future__ import annotations

@@ -125,3 +125,26 @@ def test_the_floats_key_of_a_name_is_a_stable_signed_64_bit_hash():
     assert name_key("猫.jpg") == -1177629198409972185  # UTF-8 names, negative keys
     keys = {name_key(f"shop/{i // 1000}/img_{i:07d}.jpg") for i in range(200_000)}
     assert len(keys) == 200_000 and all(-(2 ** 63) <= k < 2 ** 63 for k in keys)
+
+
+def test_a_binary_collection_without_a_floats_key_property_reads_its_floats_by_name():
+    """Catalogues made before the hashed key record no `floats_key`: their floats stay keyed by name."""
+    from catalog import Catalog
+    from catalog import schema as S
+
+    cat = Catalog("http://127.0.0.1:9", collection="old")  # never connects: the properties are set below
+    cat._props = {S.PROP_MODE: "binary", S.PROP_CODE_BITS: "256", S.PROP_FLOATS: "old__floats"}
+    floats = cat.floats()
+    assert (floats.name, floats.key, floats.encoding) == ("old__floats", "name", "float32")
+    cat._props = {**cat._props, S.PROP_FLOATS_KEY: "hash64", S.PROP_FLOATS_ENCODING: "int8"}
+    assert (cat.floats().key, cat.floats().encoding) == ("hash64", "int8")
+
+
+def test_a_keys_filter_takes_integers_only():
+    from catalog.filters import FilterError, keys_filter
+
+    assert keys_filter("key", [3, -2**63 + 1, 0]) == "key in [3, -9223372036854775807, 0]"
+    with pytest.raises(TypeError):
+        keys_filter("key", ["1) or (1"])
+    with pytest.raises(FilterError):
+        keys_filter("key in [1] or key", [1])

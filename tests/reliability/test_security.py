@@ -289,7 +289,7 @@ def test_names_never_reach_a_filter_raw(secured):
 
 FILTER_KEYWORDS = {"filter", "expr"}
 # The only functions that may build an expression: each quotes and escapes every value it puts in.
-SAFE_FILTER_BUILDERS = {"names_filter", "names_after", "to_expression"}
+SAFE_FILTER_BUILDERS = {"names_filter", "names_after", "to_expression", "keys_filter"}
 
 
 def test_no_milvus_filter_is_built_from_text_in_the_code():
