@@ -87,7 +87,9 @@ _SEARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     # 1,024 probes; re-ranking twice the results brings 0.966, and each candidate costs a float read
     # (~0.6 ms through the chunk cache), so few candidates and more probes: p50 42 ms.
     "IVF_SQ8": {"nprobe": 48, "candidates": 2},
-    "IVF_PQ": {"nprobe": 32, "candidates": 20},
+    # At 10M x 512-d (docs/SCALING.md) 32 probes capped recall@10 at 0.943 whatever was re-ranked; 48 give
+    # 0.963 for +8 ms (p50 ~71 ms), 64 give 0.975; 40 candidates instead of 20 add 0.002 for +20 ms.
+    "IVF_PQ": {"nprobe": 48, "candidates": 20},
     "DISKANN": {"search_list": 64},
     "FLAT": {},
     # Hamming lists are cheap to scan (32-64 B a row), so probe 1/8 of them; 50 candidates per result:
