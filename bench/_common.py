@@ -129,12 +129,15 @@ def rss_mb(pids: list[int]) -> float:
 
 
 def wait_until_quiet(pids: list[int], busy_cores: float = 0.25, window_s: float = 5.0, quiet_windows: int = 2,
-                     timeout_s: float = 900.0) -> float:
+                     timeout_s: float = 900.0, rss_tolerance: float | None = None) -> float:
     """Wait until these processes (and their children) use less than `busy_cores` of CPU for `quiet_windows`
-    windows in a row; returns the seconds waited (at most `timeout_s`).
+    windows in a row; returns the seconds waited (at most `timeout_s`). With `rss_tolerance` (e.g. 0.02) a
+    window is quiet only if their resident memory also moved by less than that share of it.
 
     After a load Milvus may still compact segments and rebuild their indexes in the background, on the same
-    cores the timed part would use: figures taken then measure that work, not the search.
+    cores the timed part would use: figures taken then measure that work, not the search. Its memory needs
+    the second condition: at 10M rows a lull between those steps passed for quiet while Milvus still held
+    15.5 GB, which it let go a minute later (8.4 GB; bench/results/...-scale-10m-bin-itq512-at-rest.txt).
     """
     def cpu_seconds() -> float:
         return _sum_over(_process_tree(pids), lambda p: sum(p.cpu_times()[:2]))  # user + system
@@ -142,9 +145,12 @@ def wait_until_quiet(pids: list[int], busy_cores: float = 0.25, window_s: float 
     start = time.monotonic()
     quiet = 0
     while quiet < quiet_windows and time.monotonic() - start < timeout_s:
-        before = cpu_seconds()
+        before, rss_before = cpu_seconds(), rss_mb(pids)
         time.sleep(window_s)
-        quiet = quiet + 1 if cpu_seconds() - before < busy_cores * window_s else 0
+        idle = cpu_seconds() - before < busy_cores * window_s
+        if rss_tolerance is not None:
+            idle = idle and abs(rss_mb(pids) - rss_before) <= rss_tolerance * max(rss_before, 1.0)
+        quiet = quiet + 1 if idle else 0
     return time.monotonic() - start
 
 

@@ -41,3 +41,28 @@ def test_wait_until_quiet_ignores_processes_that_are_gone():
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     assert wait_until_quiet([gone.pid], window_s=0.1, quiet_windows=1, timeout_s=5) < 1
+
+
+GROWING = """
+import time
+held = []
+for _ in range(300):  # 8 MB every 0.05 s, touched so it is resident, for at most 15 s
+    held.append(b"\x01" * (8 << 20))
+    time.sleep(0.05)
+time.sleep(30)
+"""
+
+
+def test_wait_until_quiet_with_rss_tolerance_waits_while_memory_moves():
+    # Nearly idle on the CPU but its memory grows: quiet by CPU alone, not at rest.
+    growing = subprocess.Popen([sys.executable, "-c", GROWING])
+    try:
+        time.sleep(0.3)
+        by_cpu = wait_until_quiet([growing.pid], busy_cores=0.9, window_s=0.2, quiet_windows=2, timeout_s=1.5)
+        at_rest = wait_until_quiet([growing.pid], busy_cores=0.9, window_s=0.2, quiet_windows=2, timeout_s=1.5,
+                                   rss_tolerance=0.02)
+    finally:
+        growing.kill()
+        growing.wait()
+    assert by_cpu < 1.2
+    assert at_rest >= 1.5
