@@ -12,6 +12,7 @@
   let generation = 0; // a newer search makes older answers irrelevant
   let lastQuery = null; // {file} or {name}: what "Show more" and a filter change search again
   let shown = 0; // results on the page: the next page's offset
+  let catalogueCount = null; // from /v1/stats at load: no "Show more" once that many are shown
   let fields = {}; // declared scalar fields: name -> type (from /v1/stats)
 
   function showMessage(text, kind) {
@@ -41,7 +42,11 @@
   function renderResults(body, append) {
     if (!append) results.replaceChildren();
     shown = (append ? shown : 0) + body.results.length;
-    more.hidden = body.results.length < Number(topK.value);
+    const k = Number(topK.value);
+    // A short page is the last; so is a page that shows the whole catalogue, or one past Milvus's
+    // top_k + offset limit (16384).
+    more.hidden = body.results.length < k || (catalogueCount !== null && shown >= catalogueCount) ||
+      shown + k > 16384;
     for (const hit of body.results) {
       const li = document.createElement("li");
       const button = document.createElement("button");
@@ -274,6 +279,7 @@
   fetch("/v1/stats").then(async (resp) => {
     const body = await resp.json().catch(() => null);
     if (resp.ok && body) {
+      catalogueCount = body.count;
       stats.textContent = body.count + (body.count === 1 ? " picture" : " pictures") + " in the catalogue" +
         (body.model ? " \u00b7 features: " + body.model : "");
       showFilters(body.scalar_fields);

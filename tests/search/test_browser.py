@@ -149,6 +149,25 @@ def test_unreachable_database_message(page_for, start_search_service, tmp_path):
     assert "unavailable" in message.inner_text()
 
 
+def test_no_show_more_once_the_whole_catalogue_is_shown(page_for, start_search_service, sample_photos):
+    """Five pictures, five results a page: the first page is everything, so no "Show more" to an empty page."""
+    import requests
+
+    svc = start_search_service()
+    photos = photo_files(sample_photos)[:5]
+    for photo in photos:
+        resp = requests.post(svc.url + "/v1/images", files={"image": (photo.name, photo.read_bytes())},
+                             data={"name": photo.name}, timeout=120)
+        assert resp.status_code == 201, resp.text
+    page = page_for(svc.url)
+    page.wait_for_function("() => /5 pictures in the catalogue/.test(document.getElementById('stats').textContent)")
+    page.select_option("#top-k", "5")
+    page.set_input_files("#file", str(photos[2]))
+    page.wait_for_function("() => document.querySelectorAll('#results li').length === 5")
+    assert first_result(page)[0] == photos[2].name
+    assert page.locator("#more").is_hidden()
+
+
 def test_filters_more_results_and_near_duplicates(page_for, start_search_service, milvus_server, extractor_service,
                                                   sample_photos, tmp_path):
     """A shop-like catalogue with a declared field: the filter box narrows the results, "Show more" pages,
