@@ -43,10 +43,10 @@
     if (!append) results.replaceChildren();
     shown = (append ? shown : 0) + body.results.length;
     const k = Number(topK.value);
-    // A short page is the last; so is a page that shows the whole catalogue, or one past Milvus's
-    // top_k + offset limit (16384).
+    // A short page is the last; so is a page that shows the whole catalogue, or one whose next offset the
+    // API would refuse (above 16284: Milvus's top_k + offset limit, 16384, less the largest top_k).
     more.hidden = body.results.length < k || (catalogueCount !== null && shown >= catalogueCount) ||
-      shown + k > 16384;
+      shown > 16284;
     for (const hit of body.results) {
       const li = document.createElement("li");
       const button = document.createElement("button");
