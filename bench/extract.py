@@ -10,7 +10,9 @@
    writes for a folder: stacks of 8, 16 and 32 decoded images, one model call each (the fastest of
    model.predict / predict_on_batch / model(x) on this machine).
 3. The service (`python -m extractor_service`, gunicorn, dynamic batching; its default settings unless
-   `--service-env`) under 1, 4 and 16 concurrent clients, one JPEG per request over HTTP, and as
+   `--service-env`: on a machine without a GPU the model runs on OpenVINO's CPU plugin, and
+   `--service-env EXTRACTOR_RUNTIME=tensorflow` measures TensorFlow instead) under 1, 4 and 16 concurrent
+   clients, one JPEG per request over HTTP, and as
    `loader extract` sends a folder (4 requests of 8 images in flight); JSON answers (what extractor_client
    reads) or `--binary` (Accept: application/octet-stream). Each level prints where the time went
    (bench/_extract_clients.py): images per model call, model and decode time per image, CPU per image.
@@ -161,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"service: {info}; settings {service_env or 'default'}; clients ask for "
                   f"{'binary' if args.binary else 'JSON'}", flush=True)
             m = measure(args, plan, backbone, model, service, images, paths)
+            m["runtime"] = info.get("runtime", "?")
         finally:
             service.stop()
     finally:
@@ -307,7 +310,8 @@ def report(backbone, plan: Plan, m: dict, gflops: float, gflop_per_image: float)
     value(f"extract{tag}_classic_process_rss", m["bench_rss"], "MB")
     value(f"extract{tag}_max_abs_diff_vs_classic", m["diff"])
     value(f"extract{tag}_batched_max_abs_diff_vs_classic", m["diff_batched"])
-    print(f"{backbone.name}: 16 clients / best batched loop (batch {best_bs}, {m['variant']}): "
+    print(f"{backbone.name} (service on {m['runtime']}): 16 clients / best batched loop (batch {best_bs}, "
+          f"{m['variant']}): "
           f"{levels[16][0] / batched_ips[best_bs]:.2f}x (goal 1.0x; rounds "
           + ", ".join(f"{r:.2f}" for r in m["round_ratios"]) + f"); 16 clients / per-image loop: "
           f"{levels[16][0] / classic_ips:.2f}x (goal 1.3x)", flush=True)

@@ -10,8 +10,9 @@
 | EXTRACTOR_PRECISION             | fp32        | fp32, bf16 or fp16 (mixed precision; own fingerprint)     |
 | EXTRACTOR_MAX_BATCH_SIZE        | 0 (auto)    | most images in one model call; auto: 8 on CPU, 64 on GPU  |
 | EXTRACTOR_MAX_WAIT_MS           | 5           | how long a batch waits for more images before it runs     |
-| EXTRACTOR_MODEL_STREAMS         | 0 (auto)    | model calls that may run at once; auto: 2 on CPU, 1 on GPU |
-|                                 |             | and under OpenVINO (its compiled model is not re-entrant) |
+| EXTRACTOR_MODEL_STREAMS         | 0 (auto)    | TensorFlow model calls that may run at once; auto: 2 on   |
+|                                 |             | CPU, 1 on GPU; always 1 under OpenVINO (one call at a     |
+|                                 |             | time, each on every core)                                 |
 | EXTRACTOR_MAX_QUEUE             | 512         | images waiting for the model before requests get 503      |
 | EXTRACTOR_MAX_FILE_BYTES        | 20000000    | largest accepted image file (20 MB)                       |
 | EXTRACTOR_MAX_PIXELS            | 40000000    | largest accepted image (40 megapixels; decompression bombs)|
@@ -20,7 +21,8 @@
 | EXTRACTOR_DECODE_THREADS        | CPU count   | threads that decode and resize images                     |
 | EXTRACTOR_HTTP_THREADS          | 32          | gunicorn gthread threads (concurrent requests)            |
 | EXTRACTOR_REQUEST_TIMEOUT_S     | 120         | how long one request waits for its vectors                |
-| EXTRACTOR_RUNTIME               | tensorflow  | tensorflow, or openvino (CPU, f32; `pip install openvino`) |
+| EXTRACTOR_RUNTIME               | auto        | auto (OpenVINO on CPUs in fp32 when installed, else       |
+|                                 |             | TensorFlow), tensorflow, or openvino (CPU, fp32 only)     |
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class ExtractorConfig(EnvSettings):
     decode_threads: int = Field(default_factory=_cpu_count)
     http_threads: int = 32
     request_timeout_s: float = 120.0
-    runtime: str = "tensorflow"
+    runtime: str = "auto"  # see extractor_service.model.choose_runtime
 
     @field_validator("model", "weights", "precision", "runtime", mode="before")
     @classmethod
@@ -83,8 +85,8 @@ class ExtractorConfig(EnvSettings):
     def _check(self) -> "ExtractorConfig":
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"EXTRACTOR_PRECISION must be fp32, bf16 or fp16. Received: {self.precision!r}")
-        if self.runtime not in ("tensorflow", "openvino"):
-            raise ValueError(f"EXTRACTOR_RUNTIME must be tensorflow or openvino. Received: {self.runtime!r}")
+        if self.runtime not in ("auto", "tensorflow", "openvino"):
+            raise ValueError(f"EXTRACTOR_RUNTIME must be auto, tensorflow or openvino. Received: {self.runtime!r}")
         if self.input_size < 32:
             raise ValueError(f"EXTRACTOR_INPUT_SIZE must be at least 32. Received: {self.input_size}")
         if self.model_streams < 0:
@@ -107,11 +109,12 @@ class ExtractorConfig(EnvSettings):
         """The max batch size: as configured, else 8 on CPU (bigger batches only spill the caches) and 64 on GPU."""
         return self.max_batch_size or (64 if device == "GPU" else 8)
 
-    def model_streams_for(self, device: str) -> int:
-        """Model calls at once: as configured, else 2 on CPU (one call's serial stretches leave cores idle
-        that a second fills: 130 against 102 images/s for EfficientNet-Lite0 at batches of 8 on 2 cores,
-        bench/extract.py) and 1 on GPU; always 1 under OpenVINO (one infer request behind its call)."""
-        if self.runtime == "openvino":
+    def model_streams_for(self, device: str, runtime: str = "tensorflow") -> int:
+        """Model calls at once on `runtime` (the one the model runs on): as configured, else 2 on CPU (one
+        TensorFlow call's serial stretches leave cores idle that a second fills: 130 against 102 images/s for
+        EfficientNet-Lite0 at batches of 8 on 2 cores, bench/extract.py) and 1 on GPU; always 1 under
+        OpenVINO (its compiled model's call is not re-entrant, and each call already uses every core)."""
+        if runtime == "openvino":
             return 1
         return self.model_streams or (1 if device == "GPU" else 2)
 

@@ -37,11 +37,13 @@ class Extractor:
         self.dim = backbone.dim
         self.device = device
         self.metrics = metrics or ExtractorMetrics()
+        self.runtime = getattr(model, "runtime", "tensorflow")  # what runs the model (a test's fake: tensorflow)
+        self.runtime_why = getattr(model, "runtime_why", "")
         self.decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
         self.batcher = DynamicBatcher(
             self._run_model, max_batch_size=config.batch_size_for(device), max_wait_s=config.max_wait_ms / 1000.0,
             max_queue=config.max_queue, on_batch=self.metrics.observe_batch, name="model-batcher",
-            workers=config.model_streams_for(device),
+            workers=config.model_streams_for(device, self.runtime),
         )
 
     def _run_model(self, images: list[np.ndarray]) -> np.ndarray:
@@ -59,6 +61,7 @@ class Extractor:
             "normalized": True,
             "precision": self.config.precision,
             "device": self.device,
+            "runtime": self.runtime,
             "fingerprint": self.fingerprint,
             "preprocessing": self.backbone.preprocessing.version,
             "why": self.model_reason,
@@ -116,19 +119,19 @@ def load_extractor(config: ExtractorConfig, model: ResolvedModel | None = None,
     `model` is already resolved where the caller did it first (the server resolves before it forks, so a
     wrong file fails at once); by default it comes from `config.model` and `config.weights`.
     """
-    from extractor_service.model import FeatureModel, OpenVINOFeatureModel
+    from extractor_service.model import load_feature_model
 
     start = time.perf_counter()
     model = model or resolve_model(config.model, config.weights)
     backbone, weights = model.backbone, model.weights
     fp = model.fingerprint(config.input_size, config.precision)
-    runtime = OpenVINOFeatureModel if config.runtime == "openvino" else FeatureModel
-    feature_model = runtime(backbone, weights, config.input_size, config.precision)
+    feature_model = load_feature_model(backbone, weights, config.input_size, config.precision, config.runtime)
     warm = feature_model.warm_up(config.batch_size_for(feature_model.device))
     log.info(
-        "model ready: %s weights=%s (%s, %s layout) dim=%d input=%d precision=%s device=%s fingerprint=%s "
-        "(load %.1fs, warm-up %.1fs)", backbone.name, weights.name, weights.path, weights.layout, backbone.dim,
-        config.input_size, config.precision, feature_model.device, fp, time.perf_counter() - start - warm, warm,
+        "model ready: %s weights=%s (%s, %s layout) dim=%d input=%d precision=%s device=%s runtime=%s (%s) "
+        "fingerprint=%s (load %.1fs, warm-up %.1fs)", backbone.name, weights.name, weights.path, weights.layout,
+        backbone.dim, config.input_size, config.precision, feature_model.device, feature_model.runtime,
+        feature_model.runtime_why, fp, time.perf_counter() - start - warm, warm,
     )
     return Extractor(config, feature_model, backbone=backbone, fingerprint=fp, weights_name=weights.name,
                      device=feature_model.device, metrics=metrics, model_reason=model.why)

@@ -80,6 +80,7 @@ OPENAPI: dict = {
                     "input_size": {"type": "integer"}, "pooling": {"type": "string"},
                     "normalized": {"type": "boolean"}, "precision": {"type": "string"},
                     "device": {"type": "string"}, "fingerprint": {"type": "string"},
+                    "runtime": {"type": "string", "description": "tensorflow, jax or openvino (EXTRACTOR_RUNTIME)"},
                     "preprocessing": {"type": "string"},
                     "why": {"type": "string", "description": "how EXTRACTOR_MODEL chose the backbone"},
                 },

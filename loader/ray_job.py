@@ -109,7 +109,8 @@ def _pipeline(ray, todo, shard_of, source: Source, config, resolved, opts: RayJo
         # the backbone and weights the driver resolved, by name: every actor builds the same model
         fn_constructor_kwargs={"model": resolved.backbone.name, "weights": resolved.weights.name,
                                "input_size": config.input_size,
-                               "precision": config.precision, "batch_size": opts.batch_size},
+                               "precision": config.precision, "batch_size": opts.batch_size,
+                               "runtime": config.runtime},
     )
 
 

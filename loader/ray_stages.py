@@ -7,7 +7,7 @@ inside the workers (so the loader's CLI never imports TensorFlow):
 
 - decode: `extractor_service.preprocessing.decode_image` (limits, allow-listed formats, the backbone's
   resize) in CPU tasks; images travel to the model as uint8, a quarter of the bytes of float32;
-- model: `preprocessing.normalize` and `extractor_service.model.FeatureModel` (the backbone registry,
+- model: `preprocessing.normalize` and `extractor_service.model.load_feature_model` (the backbone registry,
   the weights resolution and the fingerprint) in `ModelActor`, one per GPU or per CPU slot.
 
 `normalize(decode_image(...))` is exactly `load_image(...)`, what the service runs, so the vectors match.
@@ -75,15 +75,17 @@ class ModelActor:
     driver refuses rows whose fingerprint is not the job's (a node with other weights).
     """
 
-    def __init__(self, model: str, weights: str, input_size: int, precision: str, batch_size: int):
+    def __init__(self, model: str, weights: str, input_size: int, precision: str, batch_size: int,
+                 runtime: str = "auto"):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from extractor_service.backbones import resolve_model
-        from extractor_service.model import FeatureModel
+        from extractor_service.model import load_feature_model
 
         resolved = resolve_model(model, weights)
         self.normalization = resolved.backbone.preprocessing.normalization
         self.fingerprint = resolved.fingerprint(input_size, precision)
-        self.model = FeatureModel(resolved.backbone, resolved.weights, input_size, precision)
+        # the runtime the extractor service would pick here (EXTRACTOR_RUNTIME): the same vectors either way
+        self.model = load_feature_model(resolved.backbone, resolved.weights, input_size, precision, runtime)
         self.model.warm_up(batch_size)
         self.dim = resolved.backbone.dim
 

@@ -47,12 +47,13 @@ def test_lite0_vectors_logits_and_top1_match_the_pytorch_reference(reference, li
     assert (top1["chelsea.png"], top1["coffee.png"], top1["camera.png"]) == (285, 967, 872)
 
 
-def test_the_service_model_gives_the_reference_vectors(reference, lite0_weights):
-    """The extractor's own path (FeatureModel, batches of any size) equals the reference within 1e-4."""
-    from extractor_service.model import FeatureModel
+@pytest.mark.parametrize("runtime", ["tensorflow", "openvino"])
+def test_the_service_model_gives_the_reference_vectors(reference, lite0_weights, runtime):
+    """The extractor's own path (either runtime, batches of any size) equals the reference within 1e-4."""
+    from extractor_service.model import load_feature_model
 
-    model = FeatureModel(E.EFFICIENTNET_LITE0, lite0_weights, 224)
-    assert model.dim == 1280
+    model = load_feature_model(E.EFFICIENTNET_LITE0, lite0_weights, 224, runtime=runtime)
+    assert model.dim == 1280 and model.runtime == runtime
     x = normalize(reference["images_uint8"], "lite")
     vectors = np.concatenate([model(x[:7]), model(x[7:8]), model(x[8:])])
     assert vectors.shape == (20, 1280) and vectors.dtype == np.float32
@@ -245,6 +246,10 @@ def test_keras_application_backbones_serve_their_own_preprocessing(tmp_path, var
     expected = plain.predict(batch, verbose=0)
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     assert np.abs(vectors - expected).max() <= 1e-5
+    # OpenVINO, the CPU runtime by default, runs the same model to the same vectors.
+    from extractor_service.model import OpenVINOFeatureModel
+
+    assert np.abs(OpenVINOFeatureModel(backbone, weights, 32)(batch) - expected).max() <= 1e-5
 
 
 def test_a_weights_file_of_another_architecture_is_refused(tmp_path):

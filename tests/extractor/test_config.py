@@ -9,16 +9,18 @@ from extractor_service.config import ExtractorConfig
 
 def test_defaults_match_the_contract():
     c = ExtractorConfig.from_env({})
-    assert (c.weights, c.input_size, c.precision) == ("auto", 224, "fp32")
+    assert (c.weights, c.input_size, c.precision, c.runtime) == ("auto", 224, "fp32", "auto")
     assert (c.max_file_bytes, c.max_pixels) == (20_000_000, 40_000_000)
     assert c.batch_size_for("CPU") == 8 and c.batch_size_for("GPU") == 64
     assert c.model_streams_for("CPU") == 2 and c.model_streams_for("GPU") == 1
 
 
 def test_model_streams_as_configured_except_under_openvino():
-    assert ExtractorConfig.from_env({"EXTRACTOR_MODEL_STREAMS": "3"}).model_streams_for("GPU") == 3
-    openvino = ExtractorConfig.from_env({"EXTRACTOR_MODEL_STREAMS": "3", "EXTRACTOR_RUNTIME": "openvino"})
-    assert openvino.model_streams_for("CPU") == 1  # one infer request behind the compiled model's call
+    config = ExtractorConfig.from_env({"EXTRACTOR_MODEL_STREAMS": "3"})
+    assert config.model_streams_for("GPU") == 3 and config.model_streams_for("CPU", "tensorflow") == 3
+    # the runtime the model runs on, not the setting (auto picks OpenVINO on CPUs): one call at a time
+    assert config.model_streams_for("CPU", "openvino") == 1
+    assert ExtractorConfig.from_env({}).model_streams_for("CPU", "openvino") == 1
 
 
 def test_environment_is_parsed_and_overrides_win():
