@@ -13,6 +13,7 @@
   let lastQuery = null; // {file} or {name}: what "Show more" and a filter change search again
   let shown = 0; // results on the page: the next page's offset
   let catalogueCount = null; // from /v1/stats at load: no "Show more" once that many are shown
+  let lastPageFull = false; // the last page had as many results as asked for: more may follow
   let fields = {}; // declared scalar fields: name -> type (from /v1/stats)
 
   function showMessage(text, kind) {
@@ -39,14 +40,18 @@
     return "The search failed (HTTP " + status + "). Try again.";
   }
 
+  // A short page is the last; so is a page that shows the whole catalogue, or one whose next offset the
+  // API would refuse (above 16284: Milvus's top_k + offset limit, 16384, less the largest top_k). Checked
+  // again when the catalogue's count arrives, which can be after the first answer.
+  function updateMore() {
+    more.hidden = !lastPageFull || (catalogueCount !== null && shown >= catalogueCount) || shown > 16284;
+  }
+
   function renderResults(body, append) {
     if (!append) results.replaceChildren();
     shown = (append ? shown : 0) + body.results.length;
-    const k = Number(topK.value);
-    // A short page is the last; so is a page that shows the whole catalogue, or one whose next offset the
-    // API would refuse (above 16284: Milvus's top_k + offset limit, 16384, less the largest top_k).
-    more.hidden = body.results.length < k || (catalogueCount !== null && shown >= catalogueCount) ||
-      shown > 16284;
+    lastPageFull = body.results.length >= Number(topK.value);
+    updateMore();
     for (const hit of body.results) {
       const li = document.createElement("li");
       const button = document.createElement("button");
@@ -280,6 +285,7 @@
     const body = await resp.json().catch(() => null);
     if (resp.ok && body) {
       catalogueCount = body.count;
+      if (shown) updateMore();
       stats.textContent = body.count + (body.count === 1 ? " picture" : " pictures") + " in the catalogue" +
         (body.model ? " \u00b7 features: " + body.model : "");
       showFilters(body.scalar_fields);

@@ -38,10 +38,12 @@ def page_for(browser, tmp_path):
     """Open a page on a service; records every request that leaves the service's origin."""
     contexts = []
 
-    def _open(base_url: str, **context_args):
+    def _open(base_url: str, before_load=None, **context_args):
         ctx = browser.new_context(**context_args)
         contexts.append(ctx)
         page = ctx.new_page()
+        if before_load is not None:  # e.g. routes that must be in place before the page's first requests
+            before_load(page)
         page.foreign = []
         origin = urlparse(base_url).netloc
         page.on("request", lambda req: None if urlparse(req.url).netloc == origin or req.url.startswith(("data:", "blob:"))
@@ -149,8 +151,11 @@ def test_unreachable_database_message(page_for, start_search_service, tmp_path):
     assert "unavailable" in message.inner_text()
 
 
-def test_no_show_more_once_the_whole_catalogue_is_shown(page_for, start_search_service, sample_photos):
-    """Five pictures, five results a page: the first page is everything, so no "Show more" to an empty page."""
+@pytest.mark.parametrize("count_arrives", ["first", "after the results"])
+def test_no_show_more_once_the_whole_catalogue_is_shown(page_for, start_search_service, sample_photos,
+                                                        count_arrives):
+    """Five pictures, five results a page: the first page is everything, so no "Show more" to an empty page;
+    also when the catalogue's count (/v1/stats) answers after the search does."""
     import requests
 
     svc = start_search_service()
@@ -159,12 +164,20 @@ def test_no_show_more_once_the_whole_catalogue_is_shown(page_for, start_search_s
         resp = requests.post(svc.url + "/v1/images", files={"image": (photo.name, photo.read_bytes())},
                              data={"name": photo.name}, timeout=120)
         assert resp.status_code == 201, resp.text
-    page = page_for(svc.url)
-    page.wait_for_function("() => /5 pictures in the catalogue/.test(document.getElementById('stats').textContent)")
+    held = []
+    late = count_arrives != "first"
+    page = page_for(svc.url, before_load=(lambda p: p.route("**/v1/stats", lambda route: held.append(route)))
+                    if late else None)
     page.select_option("#top-k", "5")
+    if not late:
+        page.wait_for_function("() => /5 pictures/.test(document.getElementById('stats').textContent)")
     page.set_input_files("#file", str(photos[2]))
     page.wait_for_function("() => document.querySelectorAll('#results li').length === 5")
     assert first_result(page)[0] == photos[2].name
+    if late:
+        assert len(held) == 1 and page.locator("#more").is_visible()  # a full page, the count not known yet
+        held[0].continue_()
+        page.wait_for_function("() => /5 pictures/.test(document.getElementById('stats').textContent)")
     assert page.locator("#more").is_hidden()
 
 
