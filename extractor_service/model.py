@@ -238,8 +238,6 @@ def import_openvino():
         import openvino as ov
     except ImportError:
         raise RuntimeError("EXTRACTOR_RUNTIME=openvino needs the openvino package: pip install openvino") from None
-    import importlib
-
     stub = importlib.import_module("openvino.tools.ovc.telemetry_stub")
     for name in _OVC_TELEMETRY_USERS:
         module = sys.modules.get(f"openvino.tools.ovc.{name}")
